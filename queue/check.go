@@ -1,0 +1,159 @@
+package queue
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/evq/evq"
+	bolt "go.etcd.io/bbolt"
+)
+
+// CheckReport is the result of a store check.
+type CheckReport struct {
+	Events        int
+	Names         int
+	Subscriptions int
+	DeadLetters   int
+	LastSeq       uint64
+	Problems      []string
+}
+
+// OK reports whether the check found no problem.
+func (r *CheckReport) OK() bool { return len(r.Problems) == 0 }
+
+func (r *CheckReport) addf(format string, args ...any) {
+	if len(r.Problems) < 100 {
+		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// Check verifies bbolt's own consistency and evq's invariants: every event
+// decodes, seqs are at most the last seq, ordinals and times never decrease
+// within a name, cursors are at most the last seq, and dead letters belong to
+// existing subscriptions.
+func (l *Log) Check() (*CheckReport, error) {
+	r := &CheckReport{}
+	err := l.db.View(func(tx *bolt.Tx) error { return checkTx(tx, r) })
+	if err == nil && !r.OK() {
+		err = fmt.Errorf("%w: %d problems, first: %s", ErrCorrupt, len(r.Problems), r.Problems[0])
+	}
+	return r, err
+}
+
+// CheckFile opens the bbolt file at path read-only and checks it, without
+// starting a committer. It is what `evq check` runs.
+func CheckFile(path string) (*CheckReport, error) {
+	r := &CheckReport{}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2e9})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return r, fmt.Errorf("check %s: the file is locked by a running evq; stop it or check a copy", path)
+		}
+		return r, fmt.Errorf("check %s: %w: %w", path, ErrCorrupt, err)
+	}
+	defer db.Close()
+	err = safeView(db, func(tx *bolt.Tx) error { return checkTx(tx, r) })
+	if err == nil && !r.OK() {
+		err = fmt.Errorf("check %s: %w: %d problems", path, ErrCorrupt, len(r.Problems))
+	}
+	return r, err
+}
+
+// safeView runs fn and turns a panic from reading a damaged page into an error.
+func safeView(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: reading the file panicked: %v", ErrCorrupt, p)
+		}
+	}()
+	return db.View(fn)
+}
+
+func checkTx(tx *bolt.Tx, r *CheckReport) error {
+	for err := range tx.Check() {
+		r.addf("bbolt: %s", err.Error())
+	}
+	for _, name := range [][]byte{bucketEvents, bucketSubs, bucketCursors, bucketDLQ, bucketMeta} {
+		if tx.Bucket(name) == nil {
+			r.addf("bucket %q is missing", name)
+		}
+	}
+	if !r.OK() {
+		return nil
+	}
+	meta := tx.Bucket(bucketMeta)
+	r.LastSeq = u64(meta.Get(keyLastSeq))
+	var total uint64
+	events := tx.Bucket(bucketEvents)
+	err := events.ForEachBucket(func(name []byte) error {
+		r.Names++
+		if err := evq.ValidateName(string(name)); err != nil {
+			r.addf("event bucket %q: %s", name, err.Error())
+		}
+		var prevSeq, prevOrd uint64
+		var prevTime int64
+		return events.Bucket(name).ForEach(func(k, v []byte) error {
+			r.Events++
+			total += uint64(len(v))
+			if len(k) != 8 {
+				r.addf("%s: key %x is not a seq", name, k)
+				return nil
+			}
+			seq := keySeq(k)
+			if seq > r.LastSeq {
+				r.addf("%s: seq %d is above the last seq %d", name, seq, r.LastSeq)
+			}
+			if _, err := decodeEvent(string(name), seq, v); err != nil {
+				r.addf("%s", err.Error())
+				return nil
+			}
+			if ord := ordinalOf(v); prevSeq != 0 && ord <= prevOrd {
+				r.addf("%s: event %d ordinal %d not above %d", name, seq, ord, prevOrd)
+			}
+			if t := timeOf(v); t < prevTime {
+				r.addf("%s: event %d raised before event %d", name, seq, prevSeq)
+			}
+			prevSeq, prevOrd, prevTime = seq, ordinalOf(v), timeOf(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if b := u64(meta.Get(keyBytes)); b != total {
+		r.addf("meta: stored bytes %d, events hold %d", b, total)
+	}
+	subs := tx.Bucket(bucketSubs)
+	err = subs.ForEach(func(k, v []byte) error {
+		r.Subscriptions++
+		var s evq.Subscription
+		if err := json.Unmarshal(v, &s); err != nil {
+			r.addf("subscription %x: %s", k, err.Error())
+			return nil
+		}
+		c := tx.Bucket(bucketCursors).Get(k)
+		if c == nil {
+			r.addf("subscription %d has no cursor", s.ID)
+		} else if u64(c) > r.LastSeq {
+			r.addf("subscription %d: cursor %d is above the last seq %d", s.ID, u64(c), r.LastSeq)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	dlq := tx.Bucket(bucketDLQ)
+	return dlq.ForEachBucket(func(id []byte) error {
+		if subs.Get(id) == nil {
+			r.addf("dead letters for subscription %x, which does not exist", id)
+		}
+		return dlq.Bucket(id).ForEach(func(k, v []byte) error {
+			r.DeadLetters++
+			if _, err := decodeDeadLetter(keySeq(k), v); err != nil {
+				r.addf("%s", err.Error())
+			}
+			return nil
+		})
+	})
+}

@@ -1,0 +1,198 @@
+package queue
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/evq/evq"
+)
+
+// formatVersion is the leading byte of every encoded event.
+const formatVersion = 1
+
+// Encoded event layout:
+//
+//	[0]     format version
+//	[1:9]   raise time, unix nanoseconds, big-endian (set by the committer)
+//	[9:17]  ordinal of the event within its name, big-endian (set by the committer)
+//	[17]    flags: bit 0 = named params
+//	uvarint param count, then per param:
+//	        named only: uvarint length + name
+//	        kind byte, then string/float: uvarint length + bytes; int: varint;
+//	        bool: one byte; null: nothing
+const (
+	offTime    = 1
+	offOrdinal = 9
+	headerLen  = 18
+)
+
+func appendUvarint(b []byte, n uint64) []byte { return binary.AppendUvarint(b, n) }
+
+func appendString(b []byte, s string) []byte {
+	b = appendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// encodeEvent appends ev's encoding (time and ordinal left zero) to b.
+func encodeEvent(b []byte, ev *evq.Event) []byte {
+	b = append(b, formatVersion)
+	b = append(b, make([]byte, 16)...)
+	var flags byte
+	if ev.Named {
+		flags |= 1
+	}
+	b = append(b, flags)
+	b = appendUvarint(b, uint64(len(ev.Params)))
+	for _, p := range ev.Params {
+		if ev.Named {
+			b = appendString(b, p.Name)
+		}
+		b = append(b, byte(p.Value.Kind))
+		switch p.Value.Kind {
+		case evq.KindString, evq.KindFloat:
+			b = appendString(b, p.Value.Str)
+		case evq.KindInt:
+			b = binary.AppendVarint(b, p.Value.Int)
+		case evq.KindBool:
+			b = append(b, byte(p.Value.Int))
+		}
+	}
+	return b
+}
+
+func putHeader(enc []byte, t int64, ordinal uint64) {
+	binary.BigEndian.PutUint64(enc[offTime:], uint64(t))
+	binary.BigEndian.PutUint64(enc[offOrdinal:], ordinal)
+}
+
+func ordinalOf(enc []byte) uint64 {
+	if len(enc) < headerLen {
+		return 0
+	}
+	return binary.BigEndian.Uint64(enc[offOrdinal:])
+}
+
+func timeOf(enc []byte) int64 {
+	if len(enc) < headerLen {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(enc[offTime:]))
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	n, k := binary.Uvarint(d.b)
+	if k <= 0 {
+		d.err = fmt.Errorf("%w: bad varint", ErrCorrupt)
+		return 0
+	}
+	d.b = d.b[k:]
+	return n
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	n, k := binary.Varint(d.b)
+	if k <= 0 {
+		d.err = fmt.Errorf("%w: bad varint", ErrCorrupt)
+		return 0
+	}
+	d.b = d.b[k:]
+	return n
+}
+
+func (d *decoder) byte1() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 1 {
+		d.err = fmt.Errorf("%w: short record", ErrCorrupt)
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) str() string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if uint64(len(d.b)) < n {
+		d.err = fmt.Errorf("%w: short string", ErrCorrupt)
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+// decodeEvent decodes an encoded event of the given name and seq. It copies
+// everything it keeps, so enc may be bbolt memory.
+func decodeEvent(name string, seq uint64, enc []byte) (*evq.Event, error) {
+	if len(enc) < headerLen || enc[0] != formatVersion {
+		return nil, fmt.Errorf("%w: event %d of %s: bad header", ErrCorrupt, seq, name)
+	}
+	ev := &evq.Event{
+		Seq:   seq,
+		Name:  name,
+		Time:  time.Unix(0, timeOf(enc)).UTC(),
+		Named: enc[17]&1 != 0,
+	}
+	d := decoder{b: enc[headerLen:]}
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		return nil, fmt.Errorf("%w: event %d of %s: param count %d", ErrCorrupt, seq, name, n)
+	}
+	if n > 0 {
+		ev.Params = make([]evq.Param, n)
+	}
+	for i := range ev.Params {
+		p := &ev.Params[i]
+		if ev.Named {
+			p.Name = d.str()
+		}
+		p.Value.Kind = evq.Kind(d.byte1())
+		switch p.Value.Kind {
+		case evq.KindString, evq.KindFloat:
+			p.Value.Str = d.str()
+		case evq.KindInt:
+			p.Value.Int = d.varint()
+		case evq.KindBool:
+			p.Value.Int = int64(d.byte1())
+		case evq.KindNull:
+		default:
+			d.err = fmt.Errorf("%w: unknown value kind %d", ErrCorrupt, p.Value.Kind)
+		}
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("event %d of %s: %w", seq, name, d.err)
+	}
+	return ev, nil
+}
+
+func seqKey(seq uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	return k[:]
+}
+
+func keySeq(k []byte) uint64 { return binary.BigEndian.Uint64(k) }
+
+func u64(v []byte) uint64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}

@@ -1,0 +1,330 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/evq/evq"
+	"github.com/evq/evq/internal/evqtest"
+	"github.com/evq/evq/queue"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func ev(name string, params ...evq.Param) *evq.Event {
+	return &evq.Event{Name: name, Named: len(params) > 0 && params[0].Name != "", Params: params}
+}
+
+func TestLog_Append(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	ctx := context.Background()
+	f, _ := evq.Float("1.50")
+	in := ev("E_X", evq.Param{Name: "s", Value: evq.String("héllo\x00")}, evq.Param{Name: "n", Value: evq.Int(-1 << 63)},
+		evq.Param{Name: "f", Value: f}, evq.Param{Name: "b", Value: evq.Bool(true)}, evq.Param{Name: "z", Value: evq.Null()})
+	if err := l.Append(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if in.Seq != 1 || in.Time.IsZero() {
+		t.Fatalf("seq %d time %v", in.Seq, in.Time)
+	}
+	un := ev("E_Y", evq.Param{Value: evq.Int(3)}, evq.Param{Value: evq.String("5")})
+	none := ev("E_X")
+	if err := l.Append(ctx, un, none); err != nil {
+		t.Fatal(err)
+	}
+	if un.Seq != 2 || none.Seq != 3 || l.LastSeq() != 3 {
+		t.Fatalf("seqs %d %d last %d", un.Seq, none.Seq, l.LastSeq())
+	}
+	got, err := l.Read("E_X", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 {
+		t.Fatalf("read %+v", got)
+	}
+	if g, w := fmt.Sprint(got[0].Params), fmt.Sprint(in.Params); g != w || !got[0].Named {
+		t.Fatalf("params %s, want %s", g, w)
+	}
+	got, _ = l.Read("E_Y", 0, 10)
+	if len(got) != 1 || got[0].Named || fmt.Sprint(got[0].Params) != fmt.Sprint(un.Params) {
+		t.Fatalf("unnamed %+v", got)
+	}
+	names, _ := l.Names()
+	if len(names) != 2 || names[0].Name != "E_X" || names[0].Count != 2 || names[0].FirstSeq != 1 || names[0].LastSeq != 3 {
+		t.Fatalf("names %+v", names)
+	}
+
+	t.Run("Invalid", func(t *testing.T) {
+		err := l.Append(ctx, ev("bad name"))
+		if !errors.Is(err, evq.ErrInvalidEvent) {
+			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("TooLarge", func(t *testing.T) {
+		big := ev("E_BIG", evq.Param{Name: "x", Value: evq.String(string(make([]byte, 70000)))})
+		err := l.Append(ctx, big)
+		if !errors.Is(err, queue.ErrEventTooLarge) {
+			t.Fatalf("err %v", err)
+		}
+		if l.LastSeq() != 3 {
+			t.Fatal("a rejected event took a seq")
+		}
+	})
+}
+
+func TestLog_GroupCommit(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	const raisers, each = 64, 50
+	var wg sync.WaitGroup
+	seqs := make(chan uint64, raisers*each)
+	for r := 0; r < raisers; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				e := ev("E_G", evq.Param{Name: "i", Value: evq.Int(int64(i))})
+				if err := l.Append(context.Background(), e); err != nil {
+					t.Error(err)
+					return
+				}
+				seqs <- e.Seq
+			}
+		}()
+	}
+	wg.Wait()
+	close(seqs)
+	seen := make(map[uint64]bool)
+	for s := range seqs {
+		if seen[s] {
+			t.Fatalf("seq %d twice", s)
+		}
+		seen[s] = true
+	}
+	if len(seen) != raisers*each || l.LastSeq() != raisers*each {
+		t.Fatalf("%d seqs, last %d", len(seen), l.LastSeq())
+	}
+	st := l.Stats()
+	if st.Commits.Load() >= raisers*each {
+		t.Fatalf("%d commits for %d appends: no grouping", st.Commits.Load(), raisers*each)
+	}
+}
+
+func TestLog_Reopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "evq.db")
+	l, err := queue.Open(path, &queue.Options{RetentionInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := &evq.Subscription{Event: "E_R", Socket: "tcp:127.0.0.1:1"}
+	if err := l.PutSubscription(sub, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := l.Append(context.Background(), ev("E_R")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.SetCursor(sub.ID, 7)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = queue.Open(path, &queue.Options{RetentionInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if c, _ := l.Cursor(sub.ID); c != 7 {
+		t.Fatalf("cursor %d after reopen, want 7 (flushed on close)", c)
+	}
+	e := ev("E_R")
+	if err := l.Append(context.Background(), e); err != nil || e.Seq != 11 {
+		t.Fatalf("seq after reopen %d, %v", e.Seq, err)
+	}
+	if lag, _ := l.Lag("E_R", 7); lag != 4 {
+		t.Fatalf("lag %d", lag)
+	}
+	if r, err := l.Check(); err != nil {
+		t.Fatalf("check: %v %v", err, r.Problems)
+	}
+}
+
+func TestLog_CursorFlush(t *testing.T) {
+	l := evqtest.MustOpenLog(t, &queue.Options{CursorFlushInterval: 10 * time.Millisecond})
+	sub := &evq.Subscription{Event: "E_C", Socket: "tcp:127.0.0.1:1"}
+	if err := l.PutSubscription(sub, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(context.Background(), ev("E_C"), ev("E_C")); err != nil {
+		t.Fatal(err)
+	}
+	before := l.Stats().Commits.Load()
+	l.SetCursor(sub.ID, 2)
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Stats().Commits.Load() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("cursor never flushed without appends")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c, _ := l.Cursor(sub.ID); c != 2 {
+		t.Fatalf("cursor %d", c)
+	}
+}
+
+func TestLog_Notify(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	ch := l.Notify()
+	select {
+	case <-ch:
+		t.Fatal("notified before any commit")
+	default:
+	}
+	if err := l.Append(context.Background(), ev("E_N")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification after commit")
+	}
+}
+
+func TestLog_SeqBefore(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	l := evqtest.MustOpenLog(t, &queue.Options{NowFunc: clock})
+	for i := 0; i < 20; i++ {
+		mu.Lock()
+		now = time.Unix(1000+int64(i), 0)
+		mu.Unlock()
+		if err := l.Append(context.Background(), ev("E_T")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		at   int64
+		want uint64
+	}{{999, 0}, {1000, 0}, {1005, 5}, {1019, 19}, {1030, 20}} {
+		got, err := l.SeqBefore("E_T", time.Unix(tt.at, 0))
+		if err != nil || got != tt.want {
+			t.Errorf("SeqBefore(%d) = %d, %v; want %d", tt.at, got, err, tt.want)
+		}
+	}
+}
+
+func TestLog_Retain(t *testing.T) {
+	now := time.Unix(100000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	l := evqtest.MustOpenLog(t, &queue.Options{NowFunc: clock, MinAge: time.Hour, MaxAge: 10 * time.Hour})
+	sub := &evq.Subscription{Event: "E_K", Socket: "tcp:127.0.0.1:1"}
+	if err := l.PutSubscription(sub, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := l.Append(context.Background(), ev("E_K")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.SetCursor(sub.ID, 4)
+	if r, _ := l.Retain(); r.Deleted != 0 {
+		t.Fatalf("deleted %d younger than min age", r.Deleted)
+	}
+	advance(2 * time.Hour)
+	r, err := l.Retain()
+	if err != nil || r.Deleted != 4 {
+		t.Fatalf("deleted %d, %v; want the 4 acknowledged", r.Deleted, err)
+	}
+	if got, _ := l.Read("E_K", 0, 100); len(got) != 6 || got[0].Seq != 5 {
+		t.Fatalf("left %d events", len(got))
+	}
+	advance(10 * time.Hour)
+	r, _ = l.Retain()
+	if r.Deleted != 6 || r.Dropped[sub.ID] != 6 {
+		t.Fatalf("max age: deleted %d dropped %v", r.Deleted, r.Dropped)
+	}
+	if b, _ := l.StoredBytes(); b != 0 {
+		t.Fatalf("stored bytes %d after deleting all", b)
+	}
+	// Seqs are never reused after deletion.
+	e := ev("E_K")
+	if err := l.Append(context.Background(), e); err != nil || e.Seq != 11 {
+		t.Fatalf("seq %d", e.Seq)
+	}
+}
+
+func TestLog_RetainMaxBytes(t *testing.T) {
+	l := evqtest.MustOpenLog(t, &queue.Options{MaxBytes: 1000})
+	for i := 0; i < 100; i++ {
+		name := []string{"E_A", "E_B"}[i%2]
+		if err := l.Append(context.Background(), ev(name, evq.Param{Name: "p", Value: evq.String("0123456789")})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := l.Retain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := l.StoredBytes()
+	if b > 1000 || r.Deleted == 0 {
+		t.Fatalf("%d bytes left, %d deleted", b, r.Deleted)
+	}
+	// The oldest went first: what is left is the newest, across names.
+	a, _ := l.Read("E_A", 0, 1)
+	bb, _ := l.Read("E_B", 0, 1)
+	if a[0].Seq < uint64(r.Deleted) || bb[0].Seq < uint64(r.Deleted) {
+		t.Fatalf("left oldest %d %d after deleting %d", a[0].Seq, bb[0].Seq, r.Deleted)
+	}
+}
+
+func TestLog_DeadLetters(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	sub := &evq.Subscription{Event: "E_D", Socket: "tcp:127.0.0.1:1"}
+	if err := l.PutSubscription(sub, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	e := ev("E_D", evq.Param{Name: "a", Value: evq.String("b")})
+	if err := l.Append(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddDeadLetter(sub.ID, &queue.DeadLetter{Event: e, Attempts: 3, Error: "refused", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := l.DeadLetters(sub.ID, 0, 10)
+	if err != nil || len(ds) != 1 || ds[0].Attempts != 3 || ds[0].Error != "refused" || ds[0].Event.Params[0].Value.Str != "b" {
+		t.Fatalf("%+v %v", ds, err)
+	}
+	if n, _ := l.DeadLetterCount(sub.ID); n != 1 {
+		t.Fatalf("count %d", n)
+	}
+	if n, err := l.DeleteDeadLetters(sub.ID); n != 1 || err != nil {
+		t.Fatalf("purge %d %v", n, err)
+	}
+	if err := l.AddDeadLetter(999, &queue.DeadLetter{Event: e}); !errors.Is(err, queue.ErrNotFound) {
+		t.Fatalf("dead letter for missing sub: %v", err)
+	}
+}
+
+func TestLog_Closed(t *testing.T) {
+	l, err := queue.Open(filepath.Join(t.TempDir(), "evq.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if err := l.Append(context.Background(), ev("E_X")); !errors.Is(err, queue.ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+}

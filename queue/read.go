@@ -1,0 +1,140 @@
+package queue
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/evq/evq"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Read returns up to max events named name with seq > after, in seq order.
+// The read transaction is closed before Read returns, so callers may take
+// their time with the events.
+func (l *Log) Read(name string, after uint64, max int) ([]*evq.Event, error) {
+	var out []*evq.Event
+	err := l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents).Bucket([]byte(name))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
+			ev, err := decodeEvent(name, keySeq(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s after %d: %w", name, after, err)
+	}
+	return out, nil
+}
+
+// SeqBefore returns the highest seq of name raised before t, or 0 if none: a
+// cursor set to it replays everything raised at or after t.
+func (l *Log) SeqBefore(name string, t time.Time) (uint64, error) {
+	var seq uint64
+	err := l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents).Bucket([]byte(name))
+		if b == nil {
+			return nil
+		}
+		// Raise times never decrease with seq: bisect on the seq space.
+		c := b.Cursor()
+		first, _ := c.First()
+		last, _ := c.Last()
+		if first == nil {
+			return nil
+		}
+		lo, hi := keySeq(first), keySeq(last)+1 // find the first seq with time >= t
+		want := t.UnixNano()
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			k, v := c.Seek(seqKey(mid))
+			if k == nil || timeOf(v) >= want {
+				hi = mid
+			} else {
+				lo = keySeq(k) + 1
+			}
+		}
+		k, _ := c.Seek(seqKey(lo))
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		if k != nil {
+			seq = keySeq(k)
+		}
+		return nil
+	})
+	return seq, err
+}
+
+// NameStats describes the stored events of one name.
+type NameStats struct {
+	Name     string
+	Count    uint64
+	FirstSeq uint64
+	LastSeq  uint64
+}
+
+// Names returns the stored event names with their counts, sorted by name.
+func (l *Log) Names() ([]NameStats, error) {
+	var out []NameStats
+	err := l.db.View(func(tx *bolt.Tx) error {
+		events := tx.Bucket(bucketEvents)
+		return events.ForEachBucket(func(name []byte) error {
+			c := events.Bucket(name).Cursor()
+			fk, fv := c.First()
+			lk, lv := c.Last()
+			ns := NameStats{Name: string(name)}
+			if fk != nil {
+				ns.FirstSeq, ns.LastSeq = keySeq(fk), keySeq(lk)
+				ns.Count = ordinalOf(lv) - ordinalOf(fv) + 1
+			}
+			out = append(out, ns)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// Lag returns how many events of name have a seq above cursor.
+func (l *Log) Lag(name string, cursor uint64) (uint64, error) {
+	var lag uint64
+	err := l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents).Bucket([]byte(name))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		_, lv := c.Last()
+		if lv == nil {
+			return nil
+		}
+		k, v := c.Seek(seqKey(cursor + 1))
+		if k == nil {
+			return nil
+		}
+		lag = ordinalOf(lv) - ordinalOf(v) + 1
+		return nil
+	})
+	return lag, err
+}
+
+// StoredBytes returns the encoded size of all stored events.
+func (l *Log) StoredBytes() (uint64, error) {
+	var n uint64
+	err := l.db.View(func(tx *bolt.Tx) error {
+		n = u64(tx.Bucket(bucketMeta).Get(keyBytes))
+		return nil
+	})
+	return n, err
+}

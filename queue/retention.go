@@ -1,0 +1,178 @@
+package queue
+
+import (
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// retainChunk bounds the deletes of one transaction, so that retention never
+// holds the writer lock long enough to stall appends.
+const retainChunk = 5000
+
+func (l *Log) retainLoop() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.opts.RetentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.closing:
+			return
+		case <-t.C:
+			if _, err := l.Retain(); err != nil {
+				l.opts.Logger.Error("retention failed", "err", err)
+			}
+		}
+	}
+}
+
+// RetainResult counts what one retention pass removed.
+type RetainResult struct {
+	Deleted int            // events removed
+	Dropped map[uint64]int // per subscription: events removed before it acknowledged them
+	Expired []uint64       // subscriptions removed after being expired longer than MaxAge
+}
+
+// Retain deletes events that every subscription to their name has
+// acknowledged and that are older than MinAge, and, to protect the disk,
+// events older than MaxAge or beyond MaxBytes even if unacknowledged. It
+// also removes subscriptions that expired more than MaxAge ago.
+func (l *Log) Retain() (RetainResult, error) {
+	res := RetainResult{Dropped: make(map[uint64]int)}
+	now := l.opts.NowFunc()
+	subs, err := l.Subscriptions()
+	if err != nil {
+		return res, err
+	}
+	type subCursor struct {
+		id     uint64
+		cursor uint64
+	}
+	byName := make(map[string][]subCursor)
+	for _, s := range subs {
+		if l.opts.MaxAge > 0 {
+			if at := s.ExpiresAt(); !at.IsZero() && now.Sub(at) > l.opts.MaxAge {
+				if err := l.DeleteSubscription(s.ID); err == nil {
+					res.Expired = append(res.Expired, s.ID)
+					l.opts.Logger.Info("removed long-expired subscription", "id", s.ID, "event", s.Event, "socket", s.Socket)
+				}
+				continue
+			}
+		}
+		c, err := l.Cursor(s.ID)
+		if err != nil {
+			return res, err
+		}
+		byName[s.Event] = append(byName[s.Event], subCursor{s.ID, c})
+	}
+	minAck := now.Add(-l.opts.MinAge).UnixNano()
+	if l.opts.MinAge < 0 {
+		minAck = now.UnixNano() + 1
+	}
+	hardLimit := int64(-1 << 63)
+	if l.opts.MaxAge > 0 {
+		hardLimit = now.Add(-l.opts.MaxAge).UnixNano()
+	}
+
+	// drop decides whether the oldest remaining event of name goes, and why.
+	drop := func(name string, seq uint64, t int64, overBytes bool) (del, unacked bool) {
+		acked := true
+		for _, sc := range byName[name] {
+			if sc.cursor < seq {
+				acked = false
+				break
+			}
+		}
+		if acked && t < minAck {
+			return true, false
+		}
+		if t < hardLimit || overBytes {
+			return true, !acked
+		}
+		return false, false
+	}
+	countDrop := func(name string, seq uint64) {
+		for _, sc := range byName[name] {
+			if sc.cursor < seq {
+				res.Dropped[sc.id]++
+			}
+		}
+		l.stats.RetainDropped.Add(1)
+	}
+
+	for {
+		n := 0
+		err := l.db.Update(func(tx *bolt.Tx) error {
+			events := tx.Bucket(bucketEvents)
+			meta := tx.Bucket(bucketMeta)
+			stored := int64(u64(meta.Get(keyBytes)))
+			var freed int64
+			over := func() bool { return l.opts.MaxBytes > 0 && stored-freed > l.opts.MaxBytes }
+
+			// Cursors on every name's oldest event; delete from the fronts in
+			// global seq order, oldest first.
+			type front struct {
+				name string
+				c    *bolt.Cursor
+				k, v []byte
+			}
+			var fronts []*front
+			err := events.ForEachBucket(func(name []byte) error {
+				c := events.Bucket(name).Cursor()
+				k, v := c.First()
+				if k != nil {
+					fronts = append(fronts, &front{string(name), c, k, v})
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for n < retainChunk && len(fronts) > 0 {
+				oi := 0
+				for i, f := range fronts {
+					if keySeq(f.k) < keySeq(fronts[oi].k) {
+						oi = i
+					}
+				}
+				f := fronts[oi]
+				seq := keySeq(f.k)
+				del, unacked := drop(f.name, seq, timeOf(f.v), over())
+				if !del {
+					// This name's front stays; other names may still go.
+					fronts = append(fronts[:oi], fronts[oi+1:]...)
+					continue
+				}
+				if unacked {
+					countDrop(f.name, seq)
+				}
+				freed += int64(len(f.v))
+				if err := f.c.Delete(); err != nil {
+					return err
+				}
+				n++
+				f.k, f.v = f.c.Seek(seqKey(seq + 1))
+				if f.k == nil {
+					fronts = append(fronts[:oi], fronts[oi+1:]...)
+				}
+			}
+			if n == 0 {
+				return nil
+			}
+			return meta.Put(keyBytes, seqKey(uint64(stored-freed)))
+		})
+		if err != nil {
+			return res, err
+		}
+		res.Deleted += n
+		l.stats.RetainDeleted.Add(uint64(n))
+		if n < retainChunk {
+			break
+		}
+	}
+	for id, n := range res.Dropped {
+		l.opts.Logger.Warn("retention dropped events the subscriber had not acknowledged",
+			"subscription", id, "events", n, "max_age", l.opts.MaxAge, "max_bytes", l.opts.MaxBytes)
+	}
+	return res, nil
+}

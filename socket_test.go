@@ -1,0 +1,96 @@
+package evq
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseSocket(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Socket
+	}{
+		{"tcp:127.0.0.1:9001", Socket{Scheme: "tcp", Host: "127.0.0.1", Port: 9001}},
+		{"tcp:127.0.0.1:9002/evq_method", Socket{Scheme: "tcp", Host: "127.0.0.1", Port: 9002, Method: "evq_method"}},
+		{"jsonrpc:[::1]:80", Socket{Scheme: "jsonrpc", Host: "::1", Port: 80}},
+		{"xmlrpc:127.0.0.1:9201:evq_xmlrpc_method", Socket{Scheme: "xmlrpc", Host: "127.0.0.1", Port: 9201, Method: "evq_xmlrpc_method"}},
+		{"udp:localhost:9101", Socket{Scheme: "udp", Host: "localhost", Port: 9101}},
+		{"unix:/run/evq.sock", Socket{Scheme: "unix", Path: "/run/evq.sock"}},
+		{"flatstore:/var/log/ev.log", Socket{Scheme: "flatstore", Path: "/var/log/ev.log"}},
+		{"rabbitmq:h/key", Socket{Scheme: "rabbitmq", Host: "h", Port: 5672, User: "guest", Password: "guest", RoutingKey: "key"}},
+		{"rabbitmq:u:p@h:5673/ex?key", Socket{Scheme: "rabbitmq", Host: "h", Port: 5673, User: "u", Password: "p", Exchange: "ex", RoutingKey: "key"}},
+	}
+	for _, tt := range tests {
+		got, err := ParseSocket(tt.in)
+		if err != nil {
+			t.Errorf("ParseSocket(%q): %v", tt.in, err)
+			continue
+		}
+		tt.want.raw = tt.in
+		if got.String() != tt.in || got.Scheme != tt.want.Scheme || got.Host != tt.want.Host || got.Port != tt.want.Port ||
+			got.Method != tt.want.Method || got.Path != tt.want.Path || got.User != tt.want.User ||
+			got.Password != tt.want.Password || got.Exchange != tt.want.Exchange || got.RoutingKey != tt.want.RoutingKey {
+			t.Errorf("ParseSocket(%q) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParseSocket_Virtual(t *testing.T) {
+	s, err := ParseSocket("virtual:failover tcp:127.0.0.1:1 udp:127.0.0.1:2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Policy != PolicyFailover || len(s.Members) != 2 || s.Members[1].Scheme != "udp" {
+		t.Fatalf("got %+v", s)
+	}
+}
+
+func TestParseSocket_Errors(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"foo:bar", `unknown scheme "foo"`},
+		{"nocolon", "no scheme"},
+		{"tcp:127.0.0.1", "missing port; expected tcp:host:port[/method]"},
+		{"tcp:127.0.0.1:99999", `bad port "99999"`},
+		{"xmlrpc:127.0.0.1:9000", "expected xmlrpc:host:port:method"},
+		{"unix:", "empty path"},
+		{"rabbitmq:host", "missing /routing_key"},
+		{"virtual:SOMETIMES tcp:a:1", `unknown policy "SOMETIMES"`},
+		{"virtual:PARALLEL", "no members"},
+		{"virtual:PARALLEL virtual:FAILOVER", "member"},
+	}
+	for _, tt := range tests {
+		_, err := ParseSocket(tt.in)
+		if err == nil {
+			t.Errorf("ParseSocket(%q): no error", tt.in)
+			continue
+		}
+		if !errors.Is(err, ErrInvalidSocket) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), `"`+tt.in+`"`) {
+			t.Errorf("ParseSocket(%q) error %q: want it to quote the input and contain %q", tt.in, err, tt.want)
+		}
+	}
+}
+
+func FuzzParseSocket(f *testing.F) {
+	for _, s := range []string{"tcp:127.0.0.1:9001/m", "xmlrpc:h:1:m", "udp:[::1]:5", "unix:/x", "flatstore:/f",
+		"rabbitmq:u:p@h:1/e?k", "virtual:FAILOVER tcp:a:1 udp:b:2", "foo:", ":", "tcp::"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		s, err := ParseSocket(in)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidSocket) {
+				t.Fatalf("error not ErrInvalidSocket: %v", err)
+			}
+			return
+		}
+		// A parsed socket parses again to the same thing.
+		s2, err := ParseSocket(s.String())
+		if err != nil || s2.Scheme != s.Scheme || s2.Port != s.Port || s2.Host != s.Host || len(s2.Members) != len(s.Members) {
+			t.Fatalf("reparse of %q: %+v, %v", s.String(), s2, err)
+		}
+		if s.Port < 0 || s.Port > 65535 {
+			t.Fatalf("port %d", s.Port)
+		}
+	})
+}
