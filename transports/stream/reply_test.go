@@ -1,0 +1,90 @@
+package stream
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestParseReply(t *testing.T) {
+	tests := []struct {
+		in              string
+		id              uint64
+		hasID, hasError bool
+	}{
+		{`{"jsonrpc":"2.0","result":"OK","id":884109633}`, 884109633, true, false},
+		{`{"jsonrpc":"2.0","error":{"code":-32000,"message":"rejected by test"},"id":554182782}`, 554182782, true, true},
+		{` { "id" : 7 , "result" : {"a":[1,2,{"b":null}]}, "error": null } `, 7, true, false},
+		{`{"id":"7","result":1}`, 0, false, false},
+		{`{"id":-1,"result":1}`, 0, false, false},
+	}
+	for _, tt := range tests {
+		r, err := ParseReply([]byte(tt.in))
+		if err != nil || r.ID != tt.id || r.HasID != tt.hasID || r.HasError != tt.hasError {
+			t.Errorf("ParseReply(%s) = %+v, %v", tt.in, r, err)
+		}
+	}
+	for _, bad := range []string{`{`, `{"id":1,}`, `{"id":01}`, `{"id":1} x`, `[]`, `{"a":tru}`} {
+		if _, err := ParseReply([]byte(bad)); err == nil {
+			t.Errorf("ParseReply(%s): no error", bad)
+		}
+	}
+}
+
+func TestReadObject(t *testing.T) {
+	in := `{"a":"}{\"","b":[{}]}` + "\n" + `{"id":2}{"x":"\\"}`
+	br := bufio.NewReader(strings.NewReader(in))
+	var got []string
+	for {
+		obj, err := ReadObject(br, nil, 100)
+		if err != nil {
+			break
+		}
+		got = append(got, string(obj))
+	}
+	if len(got) != 3 || got[0] != `{"a":"}{\"","b":[{}]}` || got[2] != `{"x":"\\"}` {
+		t.Fatalf("%q", got)
+	}
+	_, err := ReadObject(bufio.NewReader(strings.NewReader(`{"a":"`+strings.Repeat("x", 200)+`"}`)), nil, 100)
+	if err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("oversize: %v", err)
+	}
+	_, err = ReadObject(bufio.NewReader(strings.NewReader(`[1]`)), nil, 100)
+	if err == nil {
+		t.Fatal("array accepted as object")
+	}
+}
+
+// FuzzParseReply checks the reply scanner against encoding/json.
+func FuzzParseReply(f *testing.F) {
+	f.Add([]byte(`{"jsonrpc":"2.0","result":"OK","id":1}`))
+	f.Add([]byte(`{"jsonrpc":"2.0","error":{"code":1},"id":2}`))
+	f.Add([]byte(`{"id":1.5,"error":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseReply(b)
+		var m map[string]json.RawMessage
+		jerr := json.Unmarshal(b, &m)
+		if (err == nil) != (jerr == nil) {
+			// encoding/json accepts duplicate keys and validates UTF-8 loosely, as we do.
+			t.Fatalf("ParseReply err %v, json err %v for %q", err, jerr, b)
+		}
+		if err != nil {
+			return
+		}
+		if _, ok := m["result"]; ok != r.HasResult {
+			t.Fatalf("result %v for %q", r.HasResult, b)
+		}
+		e, ok := m["error"]
+		if hasErr := ok && string(bytes.TrimSpace(e)) != "null"; hasErr != r.HasError {
+			t.Fatalf("error %v for %q", r.HasError, b)
+		}
+		var id uint64
+		if raw, ok := m["id"]; ok && string(raw) != "null" && json.Unmarshal(raw, &id) == nil && !bytes.ContainsAny(raw, ".eE") {
+			if !r.HasID || r.ID != id {
+				t.Fatalf("id %d/%v, json %d for %q", r.ID, r.HasID, id, b)
+			}
+		}
+	})
+}

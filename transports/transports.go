@@ -1,0 +1,30 @@
+// Package transports maps a socket string to the Transport of its scheme.
+// Each wire protocol lives in its own package below this one.
+package transports
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/evq/evq"
+	"github.com/evq/evq/transports/stream"
+)
+
+// ErrUnsupported means the socket's scheme parses but evq cannot deliver to
+// it yet.
+var ErrUnsupported = errors.New("transport not available in this build")
+
+// New returns the Transport for sub's socket. It does not connect.
+func New(sub evq.Subscription) (evq.Transport, error) {
+	sock, err := evq.ParseSocket(sub.Socket)
+	if err != nil {
+		return nil, err
+	}
+	switch sock.Scheme {
+	case "tcp", "jsonrpc":
+		return stream.New(sock, sub.Options)
+	default:
+		return nil, fmt.Errorf("socket %q: %w: scheme %s: %s", sub.Socket, ErrUnsupported, sock.Scheme,
+			"this build delivers over tcp: and jsonrpc:")
+	}
+}
