@@ -30,3 +30,11 @@ func IsPermanent(err error) bool {
 	var p *PermanentError
 	return errors.As(err, &p)
 }
+
+// ErrNotFound means a subscription or dead letter does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrStorageFull means the store has no room for a write (disk full, file
+// size limit); already stored events are unharmed and raises can be retried
+// when space returns.
+var ErrStorageFull = errors.New("storage full")

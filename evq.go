@@ -184,3 +184,12 @@ func validJSONNumber(s string) bool {
 	}
 	return i == len(s)
 }
+
+// DeadLetter is an event parked for one subscription after its delivery
+// failed for good; it can be redriven or purged.
+type DeadLetter struct {
+	Event    *Event
+	Attempts int
+	Error    string
+	Time     time.Time // when it was parked
+}

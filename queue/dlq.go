@@ -9,18 +9,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// DeadLetter is an event parked for one subscription after its delivery
-// failed for good.
-type DeadLetter struct {
-	Event    *evq.Event
-	Attempts int
-	Error    string
-	Time     time.Time // when it was parked
-}
-
 // Dead letter layout: uvarint attempts, varint unix-nano time, uvarint-length
 // error, uvarint-length event name, then the encoded event.
-func encodeDeadLetter(d *DeadLetter) []byte {
+func encodeDeadLetter(d *evq.DeadLetter) []byte {
 	b := binary.AppendUvarint(nil, uint64(d.Attempts))
 	b = binary.AppendVarint(b, d.Time.UnixNano())
 	b = appendString(b, d.Error)
@@ -30,9 +21,9 @@ func encodeDeadLetter(d *DeadLetter) []byte {
 	return enc
 }
 
-func decodeDeadLetter(seq uint64, v []byte) (*DeadLetter, error) {
+func decodeDeadLetter(seq uint64, v []byte) (*evq.DeadLetter, error) {
 	d := decoder{b: v}
-	dl := &DeadLetter{Attempts: int(d.uvarint())}
+	dl := &evq.DeadLetter{Attempts: int(d.uvarint())}
 	dl.Time = time.Unix(0, d.varint()).UTC()
 	dl.Error = d.str()
 	name := d.str()
@@ -48,7 +39,7 @@ func decodeDeadLetter(seq uint64, v []byte) (*DeadLetter, error) {
 }
 
 // AddDeadLetter parks d for subscription id.
-func (l *Log) AddDeadLetter(id uint64, d *DeadLetter) error {
+func (l *Log) AddDeadLetter(id uint64, d *evq.DeadLetter) error {
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSubs).Get(seqKey(id)) == nil {
 			return ErrNotFound
@@ -67,8 +58,8 @@ func (l *Log) AddDeadLetter(id uint64, d *DeadLetter) error {
 
 // DeadLetters returns up to max dead letters of subscription id with seq >
 // after, in seq order.
-func (l *Log) DeadLetters(id, after uint64, max int) ([]*DeadLetter, error) {
-	var out []*DeadLetter
+func (l *Log) DeadLetters(id, after uint64, max int) ([]*evq.DeadLetter, error) {
+	var out []*evq.DeadLetter
 	err := l.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDLQ).Bucket(seqKey(id))
 		if b == nil {

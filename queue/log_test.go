@@ -295,7 +295,7 @@ func TestLog_DeadLetters(t *testing.T) {
 	if err := l.Append(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.AddDeadLetter(sub.ID, &queue.DeadLetter{Event: e, Attempts: 3, Error: "refused", Time: time.Now()}); err != nil {
+	if err := l.AddDeadLetter(sub.ID, &evq.DeadLetter{Event: e, Attempts: 3, Error: "refused", Time: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := l.DeadLetters(sub.ID, 0, 10)
@@ -308,7 +308,7 @@ func TestLog_DeadLetters(t *testing.T) {
 	if n, err := l.DeleteDeadLetters(sub.ID); n != 1 || err != nil {
 		t.Fatalf("purge %d %v", n, err)
 	}
-	if err := l.AddDeadLetter(999, &queue.DeadLetter{Event: e}); !errors.Is(err, queue.ErrNotFound) {
+	if err := l.AddDeadLetter(999, &evq.DeadLetter{Event: e}); !errors.Is(err, queue.ErrNotFound) {
 		t.Fatalf("dead letter for missing sub: %v", err)
 	}
 }

@@ -1,0 +1,337 @@
+package delivery_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/evq/evq"
+	"github.com/evq/evq/delivery"
+	"github.com/evq/evq/internal/evqtest"
+	"github.com/evq/evq/queue"
+	"github.com/evq/evq/transports"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const wait = 10 * time.Second
+
+func newEngine(t *testing.T, l delivery.Log, newTr func(evq.Subscription) (evq.Transport, error)) *delivery.Engine {
+	t.Helper()
+	if newTr == nil {
+		newTr = transports.New
+	}
+	e := delivery.New(l, &delivery.Options{NewTransportFunc: newTr, RetryInitial: time.Millisecond, RetryMax: 20 * time.Millisecond})
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return e
+}
+
+func raise(t *testing.T, e *delivery.Engine, name string, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		ev := &evq.Event{Name: name, Named: true, Params: []evq.Param{{Name: "i", Value: evq.Int(int64(i))}}}
+		if err := e.Raise(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// indexes returns the "i" param of each request.
+func indexes(t *testing.T, reqs []evqtest.Request) []int {
+	t.Helper()
+	out := make([]int, len(reqs))
+	for k, r := range reqs {
+		var p struct{ I int }
+		if err := json.Unmarshal(r.Params, &p); err != nil {
+			t.Fatalf("%s: %v", r.Raw, err)
+		}
+		out[k] = p.I
+	}
+	return out
+}
+
+func assertInOrder(t *testing.T, got []int, from, n int) {
+	t.Helper()
+	if len(got) < n {
+		t.Fatalf("got %d events, want %d", len(got), n)
+	}
+	for k := 0; k < n; k++ {
+		if got[k] != from+k {
+			t.Fatalf("event %d is %d, want %d (got %v…)", k, got[k], from+k, got[:min(len(got), 20)])
+		}
+	}
+}
+
+func subscribe(t *testing.T, e *delivery.Engine, event, socket string, o evq.Options) delivery.Status {
+	t.Helper()
+	st, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: event, Socket: socket, Options: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func waitState(t *testing.T, e *delivery.Engine, id uint64, ok func(delivery.Status) bool) delivery.Status {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		st, err := e.Subscription(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("subscription %d never reached the state: %+v", id, st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestEngine_Deliver(t *testing.T) {
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+	r := evqtest.NewReceiver(t)
+	raise(t, e, "E_X", 0, 5) // before the subscription: not delivered (start=now)
+	st := subscribe(t, e, "E_X", r.Socket(), evq.Options{})
+	raise(t, e, "E_X", 100, 300)
+	raise(t, e, "E_OTHER", 0, 3)
+	assertInOrder(t, indexes(t, r.WaitFor(300, wait)), 100, 300)
+	st = waitState(t, e, st.ID, func(s delivery.Status) bool { return s.Lag == 0 })
+	if st.Delivered != 300 || st.State != delivery.StateActive {
+		t.Fatalf("%+v", st)
+	}
+}
+
+func TestEngine_ReliableRetries(t *testing.T) {
+	for _, inflight := range []int{1, 64} {
+		t.Run(fmt.Sprint("Inflight", inflight), func(t *testing.T) {
+			e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+			r := evqtest.NewReceiver(t)
+			r.RejectFirst(7)
+			st := subscribe(t, e, "E_R", r.Socket(), evq.Options{Reliable: true, MaxInflight: inflight})
+			raise(t, e, "E_R", 0, 1000)
+			got := indexes(t, r.WaitFor(1000, wait))
+			st = waitState(t, e, st.ID, func(s delivery.Status) bool { return s.Lag == 0 })
+			// Pipelined requests after a rejected one may arrive before its retry;
+			// every event arrives, and the retries restore the order.
+			seen := make(map[int]bool)
+			for _, i := range got {
+				seen[i] = true
+			}
+			if len(seen) != 1000 {
+				t.Fatalf("%d distinct events", len(seen))
+			}
+			if inflight == 1 {
+				assertInOrder(t, got, 0, 1000)
+			}
+			if st.Failures < 7 || st.Retries < 7 || st.DeadLetters != 0 {
+				t.Fatalf("%+v", st)
+			}
+		})
+	}
+}
+
+func TestEngine_DeadLetters(t *testing.T) {
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+	r := evqtest.NewReceiver(t)
+	r.RejectFirst(1 << 30)
+	st := subscribe(t, e, "E_D", r.Socket(), evq.Options{Reliable: true, MaxAttempts: 2})
+	raise(t, e, "E_D", 0, 3)
+	st = waitState(t, e, st.ID, func(s delivery.Status) bool { return s.DeadLetters == 3 && s.Lag == 0 })
+	ds, err := e.DeadLetters(st.ID, 0, 10)
+	if err != nil || len(ds) != 3 || ds[0].Attempts != 2 || !strings.Contains(ds[0].Error, "rejected by test") {
+		t.Fatalf("%v %v", ds, err)
+	}
+	r.RejectFirst(0)
+	if n, err := e.Redrive(st.ID); n != 3 || err != nil {
+		t.Fatalf("redrive %d %v", n, err)
+	}
+	assertInOrder(t, indexes(t, r.WaitFor(3, wait)), 0, 3)
+	waitState(t, e, st.ID, func(s delivery.Status) bool { return s.DeadLetters == 0 })
+
+	t.Run("Purge", func(t *testing.T) {
+		r.RejectFirst(1 << 30)
+		raise(t, e, "E_D", 10, 2)
+		waitState(t, e, st.ID, func(s delivery.Status) bool { return s.DeadLetters == 2 })
+		if n, err := e.PurgeDeadLetters(st.ID); n != 2 || err != nil {
+			t.Fatalf("purge %d %v", n, err)
+		}
+	})
+}
+
+// permanentTransport fails events whose "bad" param is set, for good.
+type permanentTransport struct{ sent chan *evq.Event }
+
+func (p *permanentTransport) Send(ctx context.Context, evs []*evq.Event) (int, error) {
+	for i, ev := range evs {
+		if len(ev.Params) > 0 && ev.Params[0].Name == "bad" {
+			return i, evq.Permanent(errors.New("cannot encode"))
+		}
+		p.sent <- ev
+	}
+	return len(evs), nil
+}
+func (p *permanentTransport) Close() error { return nil }
+
+func TestEngine_PermanentError(t *testing.T) {
+	pt := &permanentTransport{sent: make(chan *evq.Event, 10)}
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), func(evq.Subscription) (evq.Transport, error) { return pt, nil })
+	st := subscribe(t, e, "E_P", "tcp:127.0.0.1:1", evq.Options{})
+	for _, name := range []string{"ok", "bad", "ok"} {
+		if err := e.Raise(context.Background(), &evq.Event{Name: "E_P", Named: true, Params: []evq.Param{{Name: name, Value: evq.Int(1)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-pt.sent
+	<-pt.sent
+	st = waitState(t, e, st.ID, func(s delivery.Status) bool { return s.DeadLetters == 1 && s.Lag == 0 })
+	if st.Failures != 1 || st.Retries != 0 {
+		t.Fatalf("permanent error was retried: %+v", st)
+	}
+}
+
+func TestEngine_DeadSubscriberDoesNotBlockOthers(t *testing.T) {
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	dst := subscribe(t, e, "E_S", "tcp:"+dead, evq.Options{Reliable: true})
+	r := evqtest.NewReceiver(t)
+	subscribe(t, e, "E_S", r.Socket(), evq.Options{Reliable: true})
+	raise(t, e, "E_S", 0, 200)
+	assertInOrder(t, indexes(t, r.WaitFor(200, wait)), 0, 200)
+	st := waitState(t, e, dst.ID, func(s delivery.Status) bool { return s.State == delivery.StateRetrying })
+	if st.Lag != 200 || !strings.Contains(st.LastError, "connect") {
+		t.Fatalf("dead subscriber: %+v", st)
+	}
+}
+
+func TestEngine_ExpireAndResubscribe(t *testing.T) {
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+	r := evqtest.NewReceiver(t)
+	st, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_E", Socket: r.Socket(), Expire: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raise(t, e, "E_E", 0, 2)
+	r.WaitFor(2, wait)
+	waitState(t, e, st.ID, func(s delivery.Status) bool { return s.State == delivery.StateExpired })
+	raise(t, e, "E_E", 2, 3) // missed while expired
+	if got := len(r.Requests()); got != 2 {
+		t.Fatalf("an expired subscription delivered: %d", got)
+	}
+	st2 := subscribe(t, e, "E_E", r.Socket(), evq.Options{})
+	if st2.ID != st.ID {
+		t.Fatalf("resubscribe made a new subscription %d, want %d", st2.ID, st.ID)
+	}
+	assertInOrder(t, indexes(t, r.WaitFor(5, wait)), 0, 5)
+
+	t.Run("StartNow", func(t *testing.T) {
+		if _, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_E", Socket: r.Socket(), Expire: 1}); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, e, st.ID, func(s delivery.Status) bool { return s.State == delivery.StateExpired })
+		raise(t, e, "E_E", 5, 3)
+		if _, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_E", Socket: r.Socket(), Start: delivery.Start{Kind: delivery.StartNow}}); err != nil {
+			t.Fatal(err)
+		}
+		raise(t, e, "E_E", 8, 1)
+		got := indexes(t, r.WaitFor(6, wait))
+		if got[5] != 8 {
+			t.Fatalf("start=now delivered missed events: %v", got)
+		}
+	})
+}
+
+func TestEngine_Replay(t *testing.T) {
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+	r := evqtest.NewReceiver(t)
+	st := subscribe(t, e, "E_P", r.Socket(), evq.Options{Reliable: true})
+	raise(t, e, "E_P", 0, 10)
+	r.WaitFor(10, wait)
+	waitState(t, e, st.ID, func(s delivery.Status) bool { return s.Lag == 0 })
+	if _, err := e.Replay(context.Background(), st.ID, delivery.Start{Kind: delivery.StartSeq, Seq: 4}); err != nil {
+		t.Fatal(err)
+	}
+	got := indexes(t, r.WaitFor(17, wait))
+	assertInOrder(t, got[10:], 3, 7)
+
+	t.Run("Since", func(t *testing.T) {
+		if _, err := e.Replay(context.Background(), st.ID, delivery.Start{Kind: delivery.StartTime, Since: time.Now().Add(-time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		assertInOrder(t, indexes(t, r.WaitFor(27, wait))[17:], 0, 10)
+	})
+}
+
+func TestEngine_ResumeAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "evq.db")
+	r := evqtest.NewReceiver(t)
+	open := func() (*queue.Log, *delivery.Engine) {
+		l, err := queue.Open(path, &queue.Options{RetentionInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := delivery.New(l, &delivery.Options{NewTransportFunc: transports.New, RetryInitial: time.Millisecond})
+		if err := e.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return l, e
+	}
+	shut := func(l *queue.Log, e *delivery.Engine) {
+		if err := e.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, e := open()
+	st := subscribe(t, e, "E_Z", r.Socket(), evq.Options{Reliable: true})
+	raise(t, e, "E_Z", 0, 50)
+	r.WaitFor(50, wait)
+	waitState(t, e, st.ID, func(s delivery.Status) bool { return s.Lag == 0 })
+	shut(l, e)
+	r.Stop()
+	l, e = open()
+	raise(t, e, "E_Z", 50, 50) // the subscriber is down
+	r.Restart()
+	got := indexes(t, r.WaitFor(100, wait))
+	assertInOrder(t, got, 0, 100) // nothing redelivered after a clean stop, nothing lost
+	shut(l, e)
+}
+
+func TestEngine_SubscribeErrors(t *testing.T) {
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+	for _, tt := range []struct{ event, socket, want string }{
+		{"E_X", "foo:bar", `unknown scheme "foo"`},
+		{"E_X", "tcp:127.0.0.1", "missing port"},
+		{"bad name", "tcp:127.0.0.1:1", "event name"},
+		{"E_X", "xmlrpc:127.0.0.1:1:m", "not available"},
+	} {
+		_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: tt.event, Socket: tt.socket})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("subscribe %s %s: %v, want %q", tt.event, tt.socket, err, tt.want)
+		}
+	}
+	if len(e.Subscriptions()) != 0 {
+		t.Fatal("a rejected subscription was stored")
+	}
+}

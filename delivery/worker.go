@@ -1,0 +1,261 @@
+package delivery
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/evq/evq"
+)
+
+// worker delivers one subscription's events. It owns the subscription's
+// cursor while it runs.
+type worker struct {
+	e   *Engine
+	sub evq.Subscription
+	tr  evq.Transport
+	st  *counters
+
+	cursor   atomic.Uint64
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	redrive  chan struct{}
+	bo       *backoff.ExponentialBackOff
+	attempts int // failed attempts of the event at the head
+}
+
+// counters are a subscription's delivery counts; they outlive its workers.
+type counters struct {
+	delivered, failures, retries, parked atomic.Uint64
+	mu                                   sync.Mutex
+	state                                string
+	lastErr                              string
+	lastErrAt                            time.Time
+}
+
+func (c *counters) setState(s string) {
+	c.mu.Lock()
+	c.state = s
+	c.mu.Unlock()
+}
+
+func newWorker(e *Engine, sub evq.Subscription, tr evq.Transport, cursor uint64) *worker {
+	ctx, cancel := context.WithCancel(e.ctx)
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = e.opts.RetryInitial
+	bo.MaxInterval = e.opts.RetryMax
+	bo.Multiplier = 2
+	bo.RandomizationFactor = 0.5
+	bo.MaxElapsedTime = 0
+	bo.Reset()
+	w := &worker{e: e, sub: sub, tr: tr, st: e.countersLocked(sub.ID), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), redrive: make(chan struct{}, 1), bo: bo}
+	w.cursor.Store(cursor)
+	w.st.setState(StateActive)
+	return w
+}
+
+// stopping reports whether the worker should return: it was stopped, or the
+// engine is closing (in which case the batch in hand was finished).
+func (w *worker) stopping() bool {
+	select {
+	case <-w.ctx.Done():
+		return true
+	case <-w.e.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (w *worker) run() {
+	defer w.e.wg.Done()
+	defer close(w.done)
+	defer w.cancel()
+	defer w.tr.Close()
+	var expiry <-chan time.Time
+	if at := w.sub.ExpiresAt(); !at.IsZero() {
+		t := time.NewTimer(at.Sub(w.e.opts.NowFunc()))
+		defer t.Stop()
+		expiry = t.C
+	}
+	for !w.stopping() {
+		if w.sub.Expired(w.e.opts.NowFunc()) {
+			w.st.setState(StateExpired)
+			return
+		}
+		select {
+		case <-w.redrive:
+			w.redriveAll()
+			continue
+		default:
+		}
+		notify := w.e.log.Notify()
+		events, err := w.e.log.Read(w.sub.Event, w.cursor.Load(), w.e.opts.ReadBatch)
+		if err != nil {
+			w.fail(err)
+			if !w.wait(w.bo.NextBackOff()) {
+				return
+			}
+			continue
+		}
+		if len(events) == 0 {
+			select {
+			case <-notify:
+			case <-w.redrive:
+				w.redriveAll()
+			case <-expiry:
+			case <-w.ctx.Done():
+				return
+			case <-w.e.stop:
+				return
+			}
+			continue
+		}
+		w.deliver(events, w.advance, w.park)
+	}
+}
+
+// advance moves the cursor over delivered log events.
+func (w *worker) advance(events []*evq.Event) {
+	c := events[len(events)-1].Seq
+	w.cursor.Store(c)
+	w.e.log.SetCursor(w.sub.ID, c)
+}
+
+// park moves a failed log event to the dead letters and the cursor past it.
+func (w *worker) park(ev *evq.Event, attempts int, cause error) error {
+	d := &evq.DeadLetter{Event: ev, Attempts: attempts, Error: cause.Error(), Time: w.e.opts.NowFunc()}
+	if err := w.e.log.AddDeadLetter(w.sub.ID, d); err != nil {
+		return err
+	}
+	w.e.opts.Logger.Warn("event parked in dead letters", "subscription", w.sub.ID, "socket", w.sub.Socket,
+		"seq", ev.Seq, "event", ev.Name, "attempts", attempts, "err", cause)
+	w.advance([]*evq.Event{ev})
+	return nil
+}
+
+// deliver sends events in order through the transport, retrying failures
+// with backoff, calling ok for delivered events and park for those that
+// failed for good. It returns early when the worker is stopping.
+func (w *worker) deliver(events []*evq.Event, ok func([]*evq.Event), park func(*evq.Event, int, error) error) {
+	window := len(events)
+	if w.sub.Options.Reliable {
+		window = w.sub.Options.Inflight()
+	}
+	for len(events) > 0 {
+		if w.stopping() {
+			return
+		}
+		chunk := events[:min(window, len(events))]
+		n, err := w.tr.Send(w.ctx, chunk)
+		if n > 0 {
+			ok(chunk[:n])
+			events = events[n:]
+			w.st.delivered.Add(uint64(n))
+			w.attempts = 0
+			w.bo.Reset()
+			w.st.setState(StateActive)
+		}
+		if err == nil {
+			continue
+		}
+		if w.ctx.Err() != nil {
+			return
+		}
+		if n >= len(chunk) {
+			continue // the transport reported an error for nothing left
+		}
+		ev := events[0]
+		w.attempts++
+		w.fail(err)
+		if w.giveUp(ev, err) {
+			if perr := park(ev, w.attempts, err); perr == nil {
+				w.st.parked.Add(1)
+				events = events[1:]
+				w.attempts = 0
+				continue
+			} else {
+				w.fail(perr)
+			}
+		}
+		w.st.retries.Add(1)
+		w.st.setState(StateRetrying)
+		if !w.wait(w.bo.NextBackOff()) {
+			return
+		}
+	}
+}
+
+// giveUp reports whether a failed event should be dead-lettered now.
+func (w *worker) giveUp(ev *evq.Event, err error) bool {
+	o := w.sub.Options
+	switch {
+	case evq.IsPermanent(err):
+		return true
+	case o.MaxAttempts > 0 && w.attempts >= o.MaxAttempts:
+		return true
+	case o.MaxAge > 0 && w.e.opts.NowFunc().Sub(ev.Time) >= o.MaxAge:
+		return true
+	}
+	return false
+}
+
+func (w *worker) fail(err error) {
+	w.st.failures.Add(1)
+	w.st.mu.Lock()
+	w.st.lastErr = err.Error()
+	w.st.lastErrAt = w.e.opts.NowFunc()
+	w.st.mu.Unlock()
+	w.e.opts.Logger.Debug("delivery failed", "subscription", w.sub.ID, "socket", w.sub.Socket, "attempt", w.attempts, "err", err)
+}
+
+// wait sleeps for d unless the worker is stopped first; it reports whether
+// the worker should go on.
+func (w *worker) wait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.ctx.Done():
+		return false
+	case <-w.e.stop:
+		return false
+	}
+}
+
+// redriveAll sends the subscription's dead letters again, once each.
+func (w *worker) redriveAll() {
+	var after uint64
+	for !w.stopping() {
+		letters, err := w.e.log.DeadLetters(w.sub.ID, after, w.e.opts.ReadBatch)
+		if err != nil {
+			w.fail(err)
+			return
+		}
+		if len(letters) == 0 {
+			return
+		}
+		events := make([]*evq.Event, len(letters))
+		for i, d := range letters {
+			events[i] = d.Event
+		}
+		after = events[len(events)-1].Seq
+		w.deliver(events, func(done []*evq.Event) {
+			seqs := make([]uint64, len(done))
+			for i, ev := range done {
+				seqs[i] = ev.Seq
+			}
+			if _, err := w.e.log.DeleteDeadLetters(w.sub.ID, seqs...); err != nil {
+				w.fail(err)
+			}
+		}, func(ev *evq.Event, attempts int, cause error) error {
+			d := &evq.DeadLetter{Event: ev, Attempts: attempts, Error: cause.Error(), Time: w.e.opts.NowFunc()}
+			return w.e.log.AddDeadLetter(w.sub.ID, d)
+		})
+	}
+}
