@@ -64,6 +64,9 @@ type Options struct {
 	NowFunc func() time.Time
 	// Logger receives retention and error reports. nil means slog.Default().
 	Logger *slog.Logger
+	// CommitFunc, if set, is called after each successful commit with the
+	// number of events and the time it took, fsync included (for metrics).
+	CommitFunc func(events int, took time.Duration)
 }
 
 func (o *Options) withDefaults() Options {
@@ -422,7 +425,11 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 	l.stats.Commits.Add(1)
 	l.stats.CommitEvents.Add(uint64(nevents))
-	l.stats.CommitNanos.Add(uint64(time.Since(start)))
+	took := time.Since(start)
+	l.stats.CommitNanos.Add(uint64(took))
+	if l.opts.CommitFunc != nil {
+		l.opts.CommitFunc(nevents, took)
+	}
 	if nevents > 0 {
 		l.lastTime = now
 		l.lastSeq.Store(seq)

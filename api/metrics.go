@@ -1,0 +1,100 @@
+package api
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/evq/evq/delivery"
+	"github.com/evq/evq/queue"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// CommitMetrics observes the log's group commits. Pass its Observe method as
+// queue.Options.CommitFunc.
+type CommitMetrics struct {
+	batch   prometheus.Histogram
+	latency prometheus.Histogram
+}
+
+// NewCommitMetrics returns unregistered commit histograms.
+func NewCommitMetrics() *CommitMetrics {
+	return &CommitMetrics{
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "evq_commit_batch_events", Help: "Events per group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "evq_commit_seconds", Help: "Time of one group commit, fsync included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+}
+
+// Observe records one commit.
+func (m *CommitMetrics) Observe(events int, took time.Duration) {
+	if events > 0 {
+		m.batch.Observe(float64(events))
+	}
+	m.latency.Observe(took.Seconds())
+}
+
+// collector reads the engine's and log's counters at scrape time.
+type collector struct {
+	engine *delivery.Engine
+	log    *queue.Log
+
+	raised, commits, commitErrors, retainDeleted, retainDropped, lastSeq *prometheus.Desc
+	delivered, failures, retries, parked, lag, deadLetters, state        *prometheus.Desc
+}
+
+func newCollector(engine *delivery.Engine, log *queue.Log) *collector {
+	sub := []string{"id", "event", "socket"}
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &collector{
+		engine:        engine,
+		log:           log,
+		raised:        d("evq_raised_events_total", "Events durably stored."),
+		commits:       d("evq_commits_total", "Group commits (one transaction and fsync each)."),
+		commitErrors:  d("evq_commit_errors_total", "Commits that failed (disk full, I/O error)."),
+		retainDeleted: d("evq_retention_deleted_events_total", "Events deleted by retention."),
+		retainDropped: d("evq_retention_dropped_unacked_events_total", "Events deleted by max_age or max_bytes before every subscriber acknowledged them."),
+		lastSeq:       d("evq_last_seq", "Seq of the last stored event."),
+		delivered:     d("evq_delivered_events_total", "Events delivered (acknowledged in reliable mode).", sub...),
+		failures:      d("evq_delivery_failures_total", "Failed delivery attempts.", sub...),
+		retries:       d("evq_delivery_retries_total", "Retries after a failed attempt.", sub...),
+		parked:        d("evq_dead_lettered_events_total", "Events moved to the dead letters.", sub...),
+		lag:           d("evq_subscription_lag_events", "Stored events not yet delivered.", sub...),
+		deadLetters:   d("evq_dead_letters", "Events in the dead-letter store.", sub...),
+		state:         d("evq_subscription_state", "1 for the subscription's current state.", append(sub, "state")...),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.log.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(c.raised, st.CommitEvents.Load())
+	counter(c.commits, st.Commits.Load())
+	counter(c.commitErrors, st.CommitErrors.Load())
+	counter(c.retainDeleted, st.RetainDeleted.Load())
+	counter(c.retainDropped, st.RetainDropped.Load())
+	gauge(c.lastSeq, float64(c.log.LastSeq()))
+	for _, s := range c.engine.Subscriptions() {
+		l := []string{strconv.FormatUint(s.ID, 10), s.Event, s.Socket}
+		counter(c.delivered, s.Delivered, l...)
+		counter(c.failures, s.Failures, l...)
+		counter(c.retries, s.Retries, l...)
+		counter(c.parked, s.Parked, l...)
+		gauge(c.lag, float64(s.Lag), l...)
+		gauge(c.deadLetters, float64(s.DeadLetters), l...)
+		gauge(c.state, 1, append(l, s.State)...)
+	}
+}

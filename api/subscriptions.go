@@ -1,0 +1,306 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evq/evq"
+	"github.com/evq/evq/delivery"
+)
+
+// subscribeBody is the POST /v1/subscriptions body. Names follow OpenSIPS's
+// modparams.
+type subscribeBody struct {
+	Event             string `json:"event"`
+	Socket            string `json:"socket"`
+	Reliable          bool   `json:"reliable"`
+	TimeoutMS         int    `json:"timeout_ms"`
+	Expire            int    `json:"expire"`
+	Start             string `json:"start"`
+	EventParam        string `json:"event_param"`
+	UseStructParam    bool   `json:"use_struct_param"`
+	MaxInflight       int    `json:"max_inflight"`
+	MaxAttempts       int    `json:"max_attempts"`
+	MaxAge            int    `json:"max_age"`
+	Delimiter         string `json:"delimiter"`
+	SuppressEventName bool   `json:"suppress_event_name"`
+	EscapeDelimiter   string `json:"escape_delimiter"`
+	FailoverTimeout   int    `json:"failover_timeout"`
+}
+
+func (b *subscribeBody) request() (delivery.SubscribeRequest, error) {
+	req := delivery.SubscribeRequest{Event: b.Event, Socket: b.Socket, Expire: b.Expire}
+	switch {
+	case b.Event == "":
+		return req, badRequest(`missing field "event"`)
+	case b.Socket == "":
+		return req, badRequest(`missing field "socket" (such as "tcp:127.0.0.1:9000"); accepted sockets:%s`, "\n"+evq.SocketSyntax())
+	case b.TimeoutMS < 0, b.Expire < 0, b.MaxInflight < 0, b.MaxAttempts < 0, b.MaxAge < 0, b.FailoverTimeout < 0:
+		return req, badRequest("timeout_ms, expire, max_inflight, max_attempts, max_age and failover_timeout cannot be negative")
+	}
+	st, err := delivery.ParseStart(b.Start)
+	if err != nil {
+		return req, fmt.Errorf("field \"start\": %w", err)
+	}
+	req.Start = st
+	req.Options = evq.Options{
+		Reliable:          b.Reliable,
+		Timeout:           time.Duration(b.TimeoutMS) * time.Millisecond,
+		EventParam:        b.EventParam,
+		UseStructParam:    b.UseStructParam,
+		MaxInflight:       b.MaxInflight,
+		MaxAttempts:       b.MaxAttempts,
+		MaxAge:            time.Duration(b.MaxAge) * time.Second,
+		Delimiter:         b.Delimiter,
+		SuppressEventName: b.SuppressEventName,
+		EscapeDelimiter:   b.EscapeDelimiter,
+		FailoverTimeout:   time.Duration(b.FailoverTimeout) * time.Second,
+	}
+	return req, nil
+}
+
+// subscriptionJSON is a subscription as the API shows it.
+type subscriptionJSON struct {
+	ID                uint64     `json:"id"`
+	Event             string     `json:"event"`
+	Socket            string     `json:"socket"`
+	Reliable          bool       `json:"reliable"`
+	TimeoutMS         int64      `json:"timeout_ms"`
+	Expire            int        `json:"expire"`
+	ExpiresAt         *time.Time `json:"expires_at,omitempty"`
+	EventParam        string     `json:"event_param,omitempty"`
+	UseStructParam    bool       `json:"use_struct_param,omitempty"`
+	MaxInflight       int        `json:"max_inflight"`
+	MaxAttempts       int        `json:"max_attempts"`
+	MaxAge            int64      `json:"max_age"`
+	Delimiter         string     `json:"delimiter,omitempty"`
+	SuppressEventName bool       `json:"suppress_event_name,omitempty"`
+	EscapeDelimiter   string     `json:"escape_delimiter,omitempty"`
+	FailoverTimeout   int64      `json:"failover_timeout,omitempty"`
+	Created           time.Time  `json:"created"`
+	Refreshed         time.Time  `json:"refreshed"`
+	State             string     `json:"state"`
+	Cursor            uint64     `json:"cursor"`
+	Lag               uint64     `json:"lag"`
+	DeadLetters       int        `json:"dead_letters"`
+	Delivered         uint64     `json:"delivered"`
+	Failures          uint64     `json:"failures"`
+	Retries           uint64     `json:"retries"`
+	Parked            uint64     `json:"parked"`
+	LastError         string     `json:"last_error,omitempty"`
+	LastErrorAt       *time.Time `json:"last_error_at,omitempty"`
+}
+
+func toJSON(st delivery.Status) subscriptionJSON {
+	o := st.Options
+	j := subscriptionJSON{
+		ID: st.ID, Event: st.Event, Socket: st.Socket, Reliable: o.Reliable,
+		TimeoutMS: o.TimeoutOrDefault().Milliseconds(), Expire: st.Expire,
+		EventParam: o.EventParam, UseStructParam: o.UseStructParam, MaxInflight: o.Inflight(),
+		MaxAttempts: o.MaxAttempts, MaxAge: int64(o.MaxAge / time.Second), Delimiter: o.Delimiter,
+		SuppressEventName: o.SuppressEventName, EscapeDelimiter: o.EscapeDelimiter,
+		FailoverTimeout: int64(o.FailoverTimeout / time.Second), Created: st.Created, Refreshed: st.Refreshed,
+		State: st.State, Cursor: st.Cursor, Lag: st.Lag, DeadLetters: st.DeadLetters, Delivered: st.Delivered,
+		Failures: st.Failures, Retries: st.Retries, Parked: st.Parked, LastError: st.LastError,
+	}
+	if !st.ExpiresAt.IsZero() {
+		j.ExpiresAt = &st.ExpiresAt
+	}
+	if !st.LastErrorAt.IsZero() {
+		j.LastErrorAt = &st.LastErrorAt
+	}
+	return j
+}
+
+// decodeStrict decodes one JSON object into v, refusing unknown fields with
+// an error that names them.
+func decodeStrict(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		var maxErr *http.MaxBytesError
+		switch {
+		case errors.As(err, &maxErr):
+			return err
+		case errors.As(err, &typeErr):
+			return badRequest("field %q must be a %s", typeErr.Field, typeErr.Type)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		case errors.Is(err, io.EOF):
+			return badRequest("the body is empty: want a JSON object")
+		}
+		return badRequest("the body is not valid JSON: %s", err.Error())
+	}
+	return nil
+}
+
+func (s *Server) subscribe(w http.ResponseWriter, r *http.Request) {
+	var body subscribeBody
+	if err := decodeStrict(r.Body, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	req, err := body.request()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	st, err := s.engine.Subscribe(r.Context(), req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toJSON(st))
+}
+
+func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
+	all := s.engine.Subscriptions()
+	out := make([]subscriptionJSON, 0, len(all))
+	event := r.URL.Query().Get("event")
+	for _, st := range all {
+		if event == "" || st.Event == event {
+			out = append(out, toJSON(st))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"subscriptions": out})
+}
+
+func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		var st delivery.Status
+		if st, err = s.engine.Subscription(id); err == nil {
+			writeJSON(w, http.StatusOK, toJSON(st))
+			return
+		}
+	}
+	s.fail(w, r, err)
+}
+
+func (s *Server) unsubscribe(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		if err = s.engine.Unsubscribe(r.Context(), id); err == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	s.fail(w, r, err)
+}
+
+func (s *Server) replay(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var body struct {
+		FromSeq uint64 `json:"from_seq"`
+		Since   string `json:"since"`
+	}
+	if err := decodeStrict(r.Body, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var from delivery.Start
+	switch {
+	case body.FromSeq > 0 && body.Since != "":
+		err = badRequest(`give either "from_seq" or "since", not both`)
+	case body.FromSeq > 0:
+		from = delivery.Start{Kind: delivery.StartSeq, Seq: body.FromSeq}
+	case body.Since != "":
+		t, perr := time.Parse(time.RFC3339Nano, body.Since)
+		if perr != nil {
+			err = badRequest(`"since" %q is not an RFC 3339 time such as 2026-11-23T10:00:00Z`, body.Since)
+		}
+		from = delivery.Start{Kind: delivery.StartTime, Since: t}
+	default:
+		err = badRequest(`give "from_seq" (a seq number from 1) or "since" (an RFC 3339 time)`)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	st, err := s.engine.Replay(r.Context(), id, from)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toJSON(st))
+}
+
+func (s *Server) listDLQ(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	limit, after := 100, uint64(0)
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 {
+			s.fail(w, r, badRequest("limit=%q: want a number from 1", v))
+			return
+		}
+	}
+	if v := q.Get("after"); v != "" {
+		if after, err = strconv.ParseUint(v, 10, 64); err != nil {
+			s.fail(w, r, badRequest("after=%q: want a seq number", v))
+			return
+		}
+	}
+	letters, err := s.engine.DeadLetters(id, after, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	b := []byte(`{"dead_letters":[`)
+	for i, d := range letters {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, `{"attempts":%d,"error":%s,"parked_at":"%s","event":`, d.Attempts,
+			mustJSON(d.Error), d.Time.UTC().Format(time.RFC3339Nano))
+		b = appendEventJSON(b, d.Event)
+		b = append(b, '}')
+	}
+	b = append(b, "]}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+func mustJSON(s string) []byte {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+func (s *Server) purgeDLQ(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		var n int
+		if n, err = s.engine.PurgeDeadLetters(id); err == nil {
+			writeJSON(w, http.StatusOK, map[string]int{"purged": n})
+			return
+		}
+	}
+	s.fail(w, r, err)
+}
+
+func (s *Server) redrive(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		var n int
+		if n, err = s.engine.Redrive(id); err == nil {
+			writeJSON(w, http.StatusAccepted, map[string]int{"redriving": n})
+			return
+		}
+	}
+	s.fail(w, r, err)
+}
