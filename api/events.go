@@ -281,4 +281,3 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-

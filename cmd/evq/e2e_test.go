@@ -1,0 +1,211 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/evq/evq/internal/evqtest"
+)
+
+// raiseBatches raises n events named name through the HTTP batch API from
+// several goroutines and returns the acknowledged seqs. It stops early, without
+// failing, when the server goes away (it may be killed on purpose).
+func raiseBatches(t *testing.T, s *evqtest.Server, name string, n, batch, raisers int) []uint64 {
+	var mu sync.Mutex
+	var acked []uint64
+	var wg sync.WaitGroup
+	next := 0
+	for r := 0; r < raisers; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				if next >= n {
+					mu.Unlock()
+					return
+				}
+				k := min(batch, n-next)
+				next += k
+				mu.Unlock()
+				var b strings.Builder
+				b.WriteString(`{"events":[`)
+				for i := 0; i < k; i++ {
+					if i > 0 {
+						b.WriteByte(',')
+					}
+					fmt.Fprintf(&b, `{"event":%q,"params":{"callid":"c-%d","duration":%d}}`, name, i, i)
+				}
+				b.WriteString("]}")
+				var out struct{ Seqs []uint64 }
+				if err := s.Call("POST", "/v1/events", b.String(), &out); err != nil {
+					return
+				}
+				mu.Lock()
+				acked = append(acked, out.Seqs...)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return acked
+}
+
+func receivedIDs(r *evqtest.Receiver) []uint64 {
+	reqs := r.Requests()
+	ids := make([]uint64, len(reqs))
+	for i, q := range reqs {
+		ids[i] = *q.ID
+	}
+	return ids
+}
+
+// checkDelivery asserts that every acked seq was received and that the first
+// deliveries came in seq order (redeliveries after a crash may repeat).
+func checkDelivery(t *testing.T, acked, got []uint64) (dups int) {
+	t.Helper()
+	seen := make(map[uint64]bool, len(got))
+	var last uint64
+	for _, id := range got {
+		if seen[id] {
+			dups++
+			continue
+		}
+		if id < last {
+			t.Fatalf("seq %d delivered for the first time after %d: out of order", id, last)
+		}
+		seen[id], last = true, id
+	}
+	for _, s := range acked {
+		if !seen[s] {
+			t.Fatalf("acknowledged seq %d was never delivered", s)
+		}
+	}
+	return dups
+}
+
+func TestE2E_ReliableDeliverySurvivesKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs evq as a child process")
+	}
+	bin := evqtest.BuildEvq(t, "../..")
+	data := t.TempDir()
+	srv := evqtest.StartServer(t, bin, data)
+	r := evqtest.NewReceiver(t)
+	r.RejectFirst(5) // the subscriber refuses its first requests (backoff: ~3 s in all)
+
+	var sub struct{ ID uint64 }
+	if err := srv.Call("POST", "/v1/subscriptions", map[string]any{"event": "E_ACC_CDR", "socket": r.Socket(), "reliable": true}, &sub); err != nil {
+		t.Fatal(err)
+	}
+	acked := raiseBatches(t, srv, "E_ACC_CDR", 10000, 100, 4)
+	if len(acked) != 10000 {
+		t.Fatalf("%d of 10000 raises acknowledged", len(acked))
+	}
+	r.WaitFor(10000, 60*time.Second)
+	if dups := checkDelivery(t, acked, receivedIDs(r)); dups != 0 {
+		t.Fatalf("%d duplicates without a crash", dups)
+	}
+
+	// Kill the server while it delivers a second backlog, restart it, and
+	// check that delivery resumes from the cursor with nothing missing.
+	r.Stop()
+	acked2 := raiseBatches(t, srv, "E_ACC_CDR", 10000, 100, 4)
+	r.Restart()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(r.Requests()) < 10000+2000 {
+		if time.Now().After(deadline) {
+			t.Fatalf("delivery of the backlog did not start: %d", len(r.Requests()))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	srv.Kill()
+	before := len(r.Requests())
+	srv.Restart()
+	// Wait until the cursor has caught up (redeliveries count in the
+	// receiver's total, so its count alone says nothing).
+	var st struct{ Cursor, Lag uint64 }
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		if err := srv.Call("GET", fmt.Sprintf("/v1/subscriptions/%d", sub.ID), nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Lag == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lag %d a minute after restart", st.Lag)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	all := append(acked, acked2...)
+	dups := checkDelivery(t, all, receivedIDs(r))
+	t.Logf("killed after %d deliveries; %d redelivered after restart", before, dups)
+	srv.Stop()
+	out, err := exec.Command(bin, "check", "--data", data).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ok") {
+		t.Fatalf("evq check after the test: %v\n%s", err, out)
+	}
+}
+
+func TestE2E_CLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs evq as a child process")
+	}
+	bin := evqtest.BuildEvq(t, "../..")
+	srv := evqtest.StartServer(t, bin, filepath.Join(t.TempDir(), "data"))
+	r := evqtest.NewReceiver(t)
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "EVQ_SERVER="+srv.URL)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, tt := range []struct {
+		args    []string
+		want    string
+		wantErr bool
+	}{
+		{[]string{"subscribe", "E_X", r.Socket(), "--reliable", "--timeout", "2s"}, "subscription 1: E_X -> " + r.Socket(), false},
+		{[]string{"raise", "E_X", "callid=abc", "duration=42"}, "raised E_X seq 1", false},
+		{[]string{"raise", "E_X", "1", "two"}, "raised E_X seq 2", false},
+		{[]string{"raise", "E_X", "a=1", "2"}, `param "2": give all params as name=value, or none`, true},
+		{[]string{"raise", "bad name"}, "evq raise: field \"event\": invalid event", true},
+		{[]string{"subscribe", "E_X", "foo:bar"}, `unknown scheme "foo"`, true},
+		{[]string{"subscribe", "E_X"}, "want EVENT and SOCKET", true},
+		{[]string{"events"}, "E_X", false},
+		{[]string{"replay", "1", "--from-seq", "1"}, "subscription 1 replays from cursor 0", false},
+		{[]string{"dlq", "list", "1"}, "0 dead letters", false},
+		{[]string{"dlq", "purge", "9"}, "not found (HTTP 404)", true},
+		{[]string{"unsubscribe", "x"}, `subscription ID "x" is not a number`, true},
+		{[]string{"bogus"}, `unknown command "bogus"`, true},
+	} {
+		out, err := run(tt.args...)
+		if (err != nil) != tt.wantErr || !strings.Contains(out, tt.want) {
+			t.Errorf("evq %s: err %v, output:\n%s\nwant it to contain %q", strings.Join(tt.args, " "), err, out, tt.want)
+		}
+	}
+	got := r.WaitFor(4, 10*time.Second) // 2 events, then replayed
+	if !strings.Contains(string(got[0].Raw), `"params":{"callid":"abc","duration":42}`) || !strings.Contains(string(got[1].Raw), `"params":[1,"two"]`) {
+		t.Fatalf("%s %s", got[0].Raw, got[1].Raw)
+	}
+	out, err := run("subscribers")
+	if err != nil || !strings.Contains(out, "reliable") || !strings.Contains(out, "active") {
+		t.Fatalf("%v %s", err, out)
+	}
+	out, err = run("unsubscribe", "1")
+	if err != nil || !strings.Contains(out, "unsubscribed 1") {
+		t.Fatalf("%v %s", err, out)
+	}
+	srv.Kill()
+	out, err = run("events")
+	if err == nil || !strings.Contains(out, "is \"evq serve\" running?") {
+		t.Fatalf("with the server down: %v %s", err, out)
+	}
+}

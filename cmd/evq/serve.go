@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/evq/evq/api"
+	"github.com/evq/evq/delivery"
+	"github.com/evq/evq/queue"
+	"github.com/evq/evq/transports"
+)
+
+// shutdownTimeout bounds a graceful stop: open requests and the batches
+// being delivered get this long before they are cut.
+const shutdownTimeout = 10 * time.Second
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	configPath := fs.String("config", "", "configuration file (JSON)")
+	data := fs.String("data", "", "data directory (default ./evq-data)")
+	httpAddr := fs.String("http", "", "HTTP API address (default 127.0.0.1:8055)")
+	token := fs.String("token", "", "bearer token for the HTTP API (required beyond loopback)")
+	logFormat := fs.String("log-format", "", "log format: text or json")
+	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return err
+	}
+	cfg := defaultConfig()
+	if *configPath != "" {
+		if err := loadConfig(*configPath, &cfg); err != nil {
+			return err
+		}
+	}
+	for flagVal, field := range map[*string]*string{data: &cfg.Data, httpAddr: &cfg.HTTP, token: &cfg.Token, logFormat: &cfg.LogFormat, logLevel: &cfg.LogLevel} {
+		if *flagVal != "" {
+			*field = *flagVal
+		}
+	}
+	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	if !loopback(cfg.HTTP) && cfg.Token == "" {
+		return fmt.Errorf("refusing to serve the API on %s without a token: give --token, or listen on 127.0.0.1", cfg.HTTP)
+	}
+
+	commits := api.NewCommitMetrics()
+	lopts := cfg.logOptions()
+	lopts.Logger = logger
+	lopts.CommitFunc = commits.Observe
+	path := filepath.Join(cfg.Data, "evq.db")
+	log, err := queue.Open(path, lopts)
+	if err != nil {
+		return err
+	}
+	engine := delivery.New(log, &delivery.Options{NewTransportFunc: transports.New, Logger: logger})
+	if err := engine.Start(); err != nil {
+		log.Close()
+		return err
+	}
+	srv := api.New(engine, log, &api.Options{Token: cfg.Token, Logger: logger, MIDefaults: cfg.Defaults.options(), Commits: commits})
+	ln, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		engine.Close(context.Background())
+		log.Close()
+		return fmt.Errorf("listen on %s: %w (is another evq running? use --http to pick another address)", cfg.HTTP, err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	logger.Info("evq serving", "http", ln.Addr().String(), "data", cfg.Data, "last_seq", log.LastSeq(),
+		"subscriptions", len(engine.Subscriptions()))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	var serveErr error
+	select {
+	case s := <-sig:
+		logger.Info("shutting down", "signal", s.String())
+	case serveErr = <-served:
+		logger.Error("HTTP server stopped", "err", serveErr)
+	}
+
+	// Stop accepting, let open requests finish (their raises commit), stop
+	// the workers after their current batch, then flush cursors and close.
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	srv.Stop()
+	if err := hs.Shutdown(ctx); err != nil {
+		logger.Warn("HTTP shutdown cut open requests", "err", err)
+	}
+	if err := engine.Close(ctx); err != nil {
+		logger.Warn("delivery shutdown cut in-flight batches", "err", err)
+	}
+	if err := log.Close(); err != nil {
+		return err
+	}
+	logger.Info("evq stopped", "last_seq", log.LastSeq())
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+func runCheck(args []string) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	data := fs.String("data", "./evq-data", "data directory of a stopped evq")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return err
+	}
+	path := filepath.Join(*data, "evq.db")
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("no store at %s: %w", path, err)
+	}
+	r, err := queue.CheckFile(path)
+	fmt.Printf("store:          %s\nevents:         %d in %d names\nlast seq:       %d\nsubscriptions:  %d\ndead letters:   %d\n",
+		path, r.Events, r.Names, r.LastSeq, r.Subscriptions, r.DeadLetters)
+	for _, p := range r.Problems {
+		fmt.Printf("PROBLEM: %s\n", p)
+	}
+	if err != nil {
+		return fmt.Errorf("%w\nthe store is damaged: keep a copy of %s, then restore from a backup or start with a new data directory", err, path)
+	}
+	fmt.Println("ok")
+	return nil
+}
