@@ -34,6 +34,36 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+func uvarintLen(n uint64) int {
+	l := 1
+	for n >= 0x80 {
+		n >>= 7
+		l++
+	}
+	return l
+}
+
+// encodedSize returns the exact length of ev's encoding, so that it can be
+// encoded into one allocation.
+func encodedSize(ev *evq.Event) int {
+	n := headerLen + uvarintLen(uint64(len(ev.Params)))
+	for _, p := range ev.Params {
+		if ev.Named {
+			n += uvarintLen(uint64(len(p.Name))) + len(p.Name)
+		}
+		n++
+		switch p.Value.Kind {
+		case evq.KindString, evq.KindFloat:
+			n += uvarintLen(uint64(len(p.Value.Str))) + len(p.Value.Str)
+		case evq.KindInt:
+			n += uvarintLen(uint64(p.Value.Int<<1) ^ uint64(p.Value.Int>>63))
+		case evq.KindBool:
+			n++
+		}
+	}
+	return n
+}
+
 // encodeEvent appends ev's encoding (time and ordinal left zero) to b.
 func encodeEvent(b []byte, ev *evq.Event) []byte {
 	b = append(b, formatVersion)
