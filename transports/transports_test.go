@@ -1,0 +1,26 @@
+package transports_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/evq/evq"
+	"github.com/evq/evq/transports"
+)
+
+func TestNew(t *testing.T) {
+	tr, err := transports.New(evq.Subscription{Event: "E_X", Socket: "jsonrpc:127.0.0.1:9000/m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	_, err = transports.New(evq.Subscription{Event: "E_X", Socket: "udp:127.0.0.1:9000"})
+	if !errors.Is(err, transports.ErrUnsupported) || !strings.Contains(err.Error(), `"udp:127.0.0.1:9000"`) {
+		t.Fatalf("udp: %v", err)
+	}
+	_, err = transports.New(evq.Subscription{Event: "E_X", Socket: "nope:1"})
+	if !errors.Is(err, evq.ErrInvalidSocket) {
+		t.Fatalf("bad socket: %v", err)
+	}
+}
