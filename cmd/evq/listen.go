@@ -51,17 +51,37 @@ func runListen(args []string) error {
 	rejects.Store(int64(*reject))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	go func() { <-sig; ln.Close() }()
-	var wg sync.WaitGroup
+	var (
+		wg      sync.WaitGroup
+		connsMu sync.Mutex
+		conns   = make(map[net.Conn]bool)
+	)
+	go func() {
+		<-sig
+		ln.Close()
+		connsMu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		connsMu.Unlock()
+	}()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			break
 		}
+		connsMu.Lock()
+		conns[conn] = true
+		connsMu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer conn.Close()
+			defer func() {
+				connsMu.Lock()
+				delete(conns, conn)
+				connsMu.Unlock()
+				conn.Close()
+			}()
 			br := bufio.NewReader(conn)
 			var buf, reply []byte
 			for {
