@@ -119,6 +119,9 @@ func runSubscribers(args []string) error {
 		if s.Reliable {
 			mode = "reliable"
 		}
+		if s.State != "retrying" {
+			s.LastError = "" // history is in the API's last_error; the table shows what is wrong now
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.ID, s.Event, s.Socket, mode, s.State, s.Cursor, s.Lag, s.DeadLetters, s.Delivered, s.LastError)
 	}
 	return tw.Flush()
