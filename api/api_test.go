@@ -352,3 +352,38 @@ func TestAPI_Token(t *testing.T) {
 		t.Fatalf("with token: %d", rec.Code)
 	}
 }
+
+func TestAPI_StorageFull(t *testing.T) {
+	v := newEnv(t)
+	big := fmt.Sprintf(`{"event":"E_F","params":{"p":%q}}`, strings.Repeat("x", 8000))
+	stored := 0
+	for ; stored < 5; stored++ {
+		if code, body := v.do("POST", "/v1/events", big); code != 200 {
+			t.Fatalf("%d %s", code, body)
+		}
+	}
+	fi, err := os.Stat(v.log.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := evqtest.LimitFileSize(t, uint64(fi.Size()))
+	var code int
+	var body string
+	for i := 0; i < 5000; i++ {
+		if code, body = v.do("POST", "/v1/events", big); code != 200 {
+			break
+		}
+		stored++
+	}
+	restore()
+	if code != 507 || !strings.Contains(body, "storage full") {
+		t.Fatalf("raise on a full disk: %d %s", code, body)
+	}
+	if code, body := v.do("POST", "/v1/events", big); code != 200 {
+		t.Fatalf("raise after space returned: %d %s", code, body)
+	}
+	stored++
+	if evs, _ := v.log.Read("E_F", 0, 100000); len(evs) != stored {
+		t.Fatalf("%d events stored, want %d", len(evs), stored)
+	}
+}

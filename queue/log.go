@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -465,10 +466,14 @@ func (l *Log) commit(batch []*appendReq) {
 	}
 }
 
-// classify marks errors that mean the disk has no room.
+// classify marks errors that mean the disk has no room. bbolt reports a
+// failed file resize with the errno formatted into its message, so the
+// errno's text is matched too.
 func classify(err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT) {
-		return fmt.Errorf("%w: %w", ErrStorageFull, err)
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EFBIG, syscall.EDQUOT} {
+		if errors.Is(err, errno) || strings.Contains(err.Error(), errno.Error()) {
+			return fmt.Errorf("%w: %w", ErrStorageFull, err)
+		}
 	}
 	return err
 }
