@@ -67,13 +67,14 @@ func BenchmarkEndToEnd_Reliable(b *testing.B) {
 				wg.Add(1)
 				go func(k int) {
 					defer wg.Done()
+					ev := cdr(k) // reused: a raiser has one raise in flight
 					for {
 						i := int(next.Add(1))
 						if i > b.N {
 							return
 						}
 						t0 := time.Now()
-						if err := e.Raise(context.Background(), cdr(i)); err != nil {
+						if err := e.Raise(context.Background(), ev); err != nil {
 							b.Error(err)
 							return
 						}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/evq/evq"
@@ -44,6 +45,7 @@ type Engine struct {
 
 	mu       sync.Mutex
 	closed   bool
+	closing  atomic.Bool // set with closed; read by raises without taking mu
 	subs     map[uint64]*evq.Subscription
 	workers  map[uint64]*worker
 	counters map[uint64]*counters
@@ -115,6 +117,7 @@ func (e *Engine) Close(ctx context.Context) error {
 		return nil
 	}
 	e.closed = true
+	e.closing.Store(true)
 	close(e.stop)
 	e.mu.Unlock()
 	done := make(chan struct{})
@@ -130,12 +133,6 @@ func (e *Engine) Close(ctx context.Context) error {
 	return err
 }
 
-func (e *Engine) isClosed() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.closed
-}
-
 // Raise stores ev durably and returns after the fsync, with ev.Seq set.
 func (e *Engine) Raise(ctx context.Context, ev *evq.Event) error {
 	return e.RaiseBatch(ctx, []*evq.Event{ev})
@@ -143,7 +140,7 @@ func (e *Engine) Raise(ctx context.Context, ev *evq.Event) error {
 
 // RaiseBatch stores events durably in one commit, with consecutive seqs.
 func (e *Engine) RaiseBatch(ctx context.Context, events []*evq.Event) error {
-	if e.isClosed() {
+	if e.closing.Load() {
 		return ErrClosed
 	}
 	if len(events) == 0 {

@@ -22,11 +22,11 @@ func encodeDeadLetter(d *evq.DeadLetter) []byte {
 }
 
 func decodeDeadLetter(seq uint64, v []byte) (*evq.DeadLetter, error) {
-	d := decoder{b: v}
+	d := newDecoder(v)
 	dl := &evq.DeadLetter{Attempts: int(d.uvarint())}
 	dl.Time = time.Unix(0, d.varint()).UTC()
-	dl.Error = d.str()
-	name := d.str()
+	dl.Error = d.string()
+	name := d.string()
 	if d.err != nil {
 		return nil, fmt.Errorf("dead letter %d: %w", seq, d.err)
 	}

@@ -110,10 +110,16 @@ func timeOf(enc []byte) int64 {
 	return int64(binary.BigEndian.Uint64(enc[offTime:]))
 }
 
+// decoder reads an encoded record. Strings are cut from str, one copy of
+// the whole record, so that decoding an event allocates once for all its
+// strings rather than once per name and value.
 type decoder struct {
 	b   []byte
+	str string // copy of the record; b is a suffix of it
 	err error
 }
+
+func newDecoder(b []byte) decoder { return decoder{b: b, str: string(b)} }
 
 func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
@@ -154,7 +160,7 @@ func (d *decoder) byte1() byte {
 	return c
 }
 
-func (d *decoder) str() string {
+func (d *decoder) string() string {
 	n := d.uvarint()
 	if d.err != nil {
 		return ""
@@ -163,7 +169,8 @@ func (d *decoder) str() string {
 		d.err = fmt.Errorf("%w: short string", ErrCorrupt)
 		return ""
 	}
-	s := string(d.b[:n])
+	off := len(d.str) - len(d.b)
+	s := d.str[off : off+int(n)]
 	d.b = d.b[n:]
 	return s
 }
@@ -180,7 +187,8 @@ func decodeEvent(name string, seq uint64, enc []byte) (*evq.Event, error) {
 		Time:  time.Unix(0, timeOf(enc)).UTC(),
 		Named: enc[17]&1 != 0,
 	}
-	d := decoder{b: enc[headerLen:]}
+	d := newDecoder(enc)
+	d.b = d.b[headerLen:]
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
 		return nil, fmt.Errorf("%w: event %d of %s: param count %d", ErrCorrupt, seq, name, n)
@@ -191,12 +199,12 @@ func decodeEvent(name string, seq uint64, enc []byte) (*evq.Event, error) {
 	for i := range ev.Params {
 		p := &ev.Params[i]
 		if ev.Named {
-			p.Name = d.str()
+			p.Name = d.string()
 		}
 		p.Value.Kind = evq.Kind(d.byte1())
 		switch p.Value.Kind {
 		case evq.KindString, evq.KindFloat:
-			p.Value.Str = d.str()
+			p.Value.Str = d.string()
 		case evq.KindInt:
 			p.Value.Int = d.varint()
 		case evq.KindBool:

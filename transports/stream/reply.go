@@ -18,54 +18,64 @@ var ErrNotObject = errors.New("not a json object")
 // ReadObject reads the next JSON object from r, skipping whitespace before
 // it, and returns its bytes appended to buf[:0]. Objects may follow each other
 // with no delimiter, as OpenSIPS writes them. It checks only the nesting of
-// braces, brackets and strings; the caller parses the object.
-func ReadObject(r *bufio.Reader, buf []byte, max int) ([]byte, error) {
+// braces, brackets and strings; the caller parses the object. It scans r's
+// buffer in place rather than byte by byte.
+func ReadObject(r *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 	buf = buf[:0]
-	var c byte
-	var err error
+	// Skip whitespace up to the opening brace.
 	for {
-		if c, err = r.ReadByte(); err != nil {
+		c, err := r.ReadByte()
+		if err != nil {
 			return buf, err
 		}
-		if c != ' ' && c != '\n' && c != '\r' && c != '\t' {
-			break
+		if c == ' ' || c == '\n' || c == '\r' || c == '\t' {
+			continue
 		}
+		if c != '{' {
+			return buf, fmt.Errorf("%w: stream has %q where an object should start", ErrNotObject, c)
+		}
+		buf = append(buf, c)
+		break
 	}
-	if c != '{' {
-		return buf, fmt.Errorf("%w: stream has %q where an object should start", ErrNotObject, c)
-	}
-	buf = append(buf, c)
 	depth := 1
 	inStr, esc := false, false
-	for depth > 0 {
-		if c, err = r.ReadByte(); err != nil {
+	for {
+		chunk, err := r.Peek(max(r.Buffered(), 1))
+		if len(chunk) == 0 {
 			if errors.Is(err, io.EOF) {
 				return buf, fmt.Errorf("truncated json object: %w", io.ErrUnexpectedEOF)
 			}
 			return buf, err
 		}
-		if len(buf) >= max {
-			return buf, fmt.Errorf("%w: over %d bytes", ErrTooLarge, max)
-		}
-		buf = append(buf, c)
-		switch {
-		case inStr:
-			if esc {
-				esc = false
-			} else if c == '\\' {
-				esc = true
-			} else if c == '"' {
-				inStr = false
+		i := 0
+		for ; i < len(chunk) && depth > 0; i++ {
+			c := chunk[i]
+			switch {
+			case inStr:
+				if esc {
+					esc = false
+				} else if c == '\\' {
+					esc = true
+				} else if c == '"' {
+					inStr = false
+				}
+			case c == '"':
+				inStr = true
+			case c == '{' || c == '[':
+				depth++
+			case c == '}' || c == ']':
+				depth--
 			}
-		case c == '"':
-			inStr = true
-		case c == '{' || c == '[':
-			depth++
-		case c == '}' || c == ']':
-			depth--
+		}
+		if len(buf)+i > limit {
+			return buf, fmt.Errorf("%w: over %d bytes", ErrTooLarge, limit)
+		}
+		buf = append(buf, chunk[:i]...)
+		r.Discard(i)
+		if depth == 0 {
+			return buf, nil
 		}
 	}
-	return buf, nil
 }
 
 // Reply is what evq needs from a JSON-RPC response.

@@ -88,3 +88,31 @@ func FuzzParseReply(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadObject checks the stream splitter on objects that encoding/json
+// wrote back to back, with small reader buffers so objects span refills.
+func FuzzReadObject(f *testing.F) {
+	f.Add("plain", 16)
+	f.Add(`}{"\\`, 17)
+	f.Fuzz(func(t *testing.T, s string, size int) {
+		a, _ := json.Marshal(map[string]any{"a": s, "n": []any{s, 1, map[string]string{s: s}}})
+		b, _ := json.Marshal(map[string]string{s: "}"})
+		stream := append(append(append([]byte{}, a...), ' ', '\n'), b...)
+		br := bufio.NewReaderSize(bytes.NewReader(stream), 16+abs(size)%64)
+		got1, err := ReadObject(br, nil, 1<<20)
+		if err != nil || !bytes.Equal(got1, a) {
+			t.Fatalf("first: %q %v, want %q", got1, err, a)
+		}
+		got2, err := ReadObject(br, nil, 1<<20)
+		if err != nil || !bytes.Equal(got2, b) {
+			t.Fatalf("second: %q %v, want %q", got2, err, b)
+		}
+	})
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
