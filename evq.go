@@ -3,15 +3,12 @@ package evq
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"strconv"
 	"time"
 )
 
 // MaxNameLen is the longest event name accepted.
 const MaxNameLen = 255
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // ValidateName reports whether name is a valid event name: 1 to 255 bytes of
 // [A-Za-z0-9_.-].
@@ -22,8 +19,11 @@ func ValidateName(name string) error {
 	if len(name) > MaxNameLen {
 		return fmt.Errorf("%w: event name is %d bytes, the limit is %d", ErrInvalidEvent, len(name), MaxNameLen)
 	}
-	if !nameRE.MatchString(name) {
-		return fmt.Errorf("%w: event name %q may hold only letters, digits, '_', '.' and '-'", ErrInvalidEvent, name)
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return fmt.Errorf("%w: event name %q may hold only letters, digits, '_', '.' and '-'", ErrInvalidEvent, name)
+		}
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ const (
 	DefaultReadBatch    = 256
 	DefaultRetryInitial = 100 * time.Millisecond
 	DefaultRetryMax     = 30 * time.Second
+	DefaultKeepExpired  = 7 * 24 * time.Hour
 )
 
 // Options configure an Engine. A nil *Options means all defaults, except
@@ -32,6 +33,13 @@ type Options struct {
 	// RetryInitial and RetryMax bound the exponential backoff between
 	// attempts (factor 2, jitter ±50%). 0 means 100 ms and 30 s.
 	RetryInitial, RetryMax time.Duration
+	// KeepExpired is how long an expired subscription keeps its cursor (and
+	// holds back retention) before it is removed; renewing it within that
+	// time delivers what it missed. 0 means 7 days; negative means forever.
+	KeepExpired time.Duration
+	// SweepInterval is how often expired subscriptions are looked at. 0
+	// means 1 minute.
+	SweepInterval time.Duration
 	// NowFunc returns the current time. nil means time.Now.
 	NowFunc func() time.Time
 	// Logger receives delivery failures. nil means slog.Default().
@@ -70,6 +78,12 @@ func New(log Log, opts *Options) *Engine {
 	if o.RetryMax <= 0 {
 		o.RetryMax = DefaultRetryMax
 	}
+	if o.KeepExpired == 0 {
+		o.KeepExpired = DefaultKeepExpired
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = time.Minute
+	}
 	if o.NowFunc == nil {
 		o.NowFunc = time.Now
 	}
@@ -104,7 +118,50 @@ func (e *Engine) Start() error {
 			e.opts.Logger.Error("subscription cannot run", "id", s.ID, "socket", s.Socket, "err", err)
 		}
 	}
+	if e.opts.KeepExpired > 0 {
+		e.wg.Add(1)
+		go e.sweepLoop()
+	}
 	return nil
+}
+
+// sweepLoop removes subscriptions that expired more than KeepExpired ago.
+func (e *Engine) sweepLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.Sweep()
+		}
+	}
+}
+
+// Sweep removes the subscriptions that expired more than KeepExpired ago,
+// with their cursors and dead letters, and returns how many it removed.
+func (e *Engine) Sweep() int {
+	if e.opts.KeepExpired <= 0 {
+		return 0
+	}
+	now := e.opts.NowFunc()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for id, s := range e.subs {
+		if at := s.ExpiresAt(); at.IsZero() || now.Sub(at) <= e.opts.KeepExpired {
+			continue
+		}
+		if err := e.unsubscribeLocked(id); err != nil {
+			e.opts.Logger.Error("removing an expired subscription", "id", id, "err", err)
+			continue
+		}
+		e.opts.Logger.Info("removed a long-expired subscription", "id", id, "event", s.Event, "socket", s.Socket)
+		n++
+	}
+	return n
 }
 
 // Close stops accepting raises and subscriptions, lets workers finish the
@@ -242,11 +299,16 @@ func (e *Engine) Unsubscribe(ctx context.Context, id uint64) error {
 	if _, ok := e.subs[id]; !ok {
 		return fmt.Errorf("subscription %d: %w", id, evq.ErrNotFound)
 	}
+	return e.unsubscribeLocked(id)
+}
+
+func (e *Engine) unsubscribeLocked(id uint64) error {
 	e.stopWorkerLocked(id)
 	if err := e.log.DeleteSubscription(id); err != nil {
 		return err
 	}
 	delete(e.subs, id)
+	delete(e.counters, id)
 	return nil
 }
 

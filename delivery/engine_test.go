@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -333,5 +334,37 @@ func TestEngine_SubscribeErrors(t *testing.T) {
 	}
 	if len(e.Subscriptions()) != 0 {
 		t.Fatal("a rejected subscription was stored")
+	}
+}
+
+func TestEngine_SweepExpired(t *testing.T) {
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := delivery.New(evqtest.MustOpenLog(t, nil), &delivery.Options{NewTransportFunc: transports.New, NowFunc: clock,
+		KeepExpired: time.Hour, SweepInterval: time.Hour})
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(context.Background())
+	st, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_W", Socket: "tcp:127.0.0.1:1", Expire: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(30 * time.Minute) // expired, but its cursor is kept
+	mu.Unlock()
+	if n := e.Sweep(); n != 0 {
+		t.Fatalf("swept %d within KeepExpired", n)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	if n := e.Sweep(); n != 1 || len(e.Subscriptions()) != 0 {
+		t.Fatalf("swept %d, %d left", n, len(e.Subscriptions()))
+	}
+	st2, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_W", Socket: "tcp:127.0.0.1:1"})
+	if err != nil || st2.ID == st.ID {
+		t.Fatalf("resubscribe after sweep: %+v %v", st2, err)
 	}
 }

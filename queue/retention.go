@@ -30,13 +30,14 @@ func (l *Log) retainLoop() {
 type RetainResult struct {
 	Deleted int            // events removed
 	Dropped map[uint64]int // per subscription: events removed before it acknowledged them
-	Expired []uint64       // subscriptions removed after being expired longer than MaxAge
 }
 
 // Retain deletes events that every subscription to their name has
 // acknowledged and that are older than MinAge, and, to protect the disk,
-// events older than MaxAge or beyond MaxBytes even if unacknowledged. It
-// also removes subscriptions that expired more than MaxAge ago.
+// events older than MaxAge or beyond MaxBytes even if unacknowledged.
+// Expired subscriptions count like the others while they exist (the delivery
+// engine removes them after a while), so that a subscriber that comes back
+// finds what it missed.
 func (l *Log) Retain() (RetainResult, error) {
 	res := RetainResult{Dropped: make(map[uint64]int)}
 	now := l.opts.NowFunc()
@@ -50,15 +51,6 @@ func (l *Log) Retain() (RetainResult, error) {
 	}
 	byName := make(map[string][]subCursor)
 	for _, s := range subs {
-		if l.opts.MaxAge > 0 {
-			if at := s.ExpiresAt(); !at.IsZero() && now.Sub(at) > l.opts.MaxAge {
-				if err := l.DeleteSubscription(s.ID); err == nil {
-					res.Expired = append(res.Expired, s.ID)
-					l.opts.Logger.Info("removed long-expired subscription", "id", s.ID, "event", s.Event, "socket", s.Socket)
-				}
-				continue
-			}
-		}
 		c, err := l.Cursor(s.ID)
 		if err != nil {
 			return res, err

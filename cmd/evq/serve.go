@@ -64,7 +64,8 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	engine := delivery.New(log, &delivery.Options{NewTransportFunc: transports.New, Logger: logger})
+	engine := delivery.New(log, &delivery.Options{NewTransportFunc: transports.New, Logger: logger,
+		KeepExpired: time.Duration(cfg.Retention.MaxAge)}) // an expired subscriber's cursor lives as long as events do
 	if err := engine.Start(); err != nil {
 		log.Close()
 		return err
