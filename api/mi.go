@@ -133,7 +133,7 @@ func (s *Server) mi(w http.ResponseWriter, r *http.Request) {
 	case "subscribers_list":
 		result, merr = s.miSubscribersList(p)
 	case "raise_event":
-		result, merr = s.miRaise(r, p, body)
+		result, merr = s.miRaise(r, p)
 	default:
 		merr = miNoMethod
 	}
@@ -300,7 +300,7 @@ func (s *Server) miSubscribersList(p miParams) (any, *miError) {
 
 // miRaise raises an event. As in OpenSIPS, params is a string holding a JSON
 // object; evq also takes the object itself.
-func (s *Server) miRaise(r *http.Request, p miParams, _ []byte) (any, *miError) {
+func (s *Server) miRaise(r *http.Request, p miParams) (any, *miError) {
 	event, ok, merr := p.str("event", 0)
 	if merr != nil || !ok {
 		return nil, miInvalidParams("missing event")

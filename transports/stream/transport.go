@@ -183,9 +183,8 @@ func (t *Transport) await(ctx context.Context, events []*evq.Event) (int, error)
 			default:
 				acked[i] = true
 			}
-			if !timer.Stop() {
-				<-timer.C
-			}
+			// Since Go 1.23 Reset also discards a fire not yet received;
+			// draining t.C after Stop, the older idiom, would block forever.
 			timer.Reset(t.timeout)
 		case <-timer.C:
 			connErr = fmt.Errorf("%s: %w (%s)", t.sock.Addr(), ErrReplyTimeout, t.timeout)
