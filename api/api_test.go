@@ -387,3 +387,24 @@ func TestAPI_StorageFull(t *testing.T) {
 		t.Fatalf("%d events stored, want %d", len(evs), stored)
 	}
 }
+
+func TestAPI_CommitMetrics(t *testing.T) {
+	commits := api.NewCommitMetrics()
+	l := evqtest.MustOpenLog(t, &queue.Options{CommitFunc: commits.Observe})
+	e := delivery.New(l, &delivery.Options{NewTransportFunc: transports.New})
+	defer e.Close(context.Background())
+	srv := api.New(e, l, &api.Options{Commits: commits})
+	for i := 0; i < 3; i++ {
+		if err := e.Raise(context.Background(), evqtest.CDR(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{"evq_commit_batch_events_count 3", "evq_commit_seconds_count", "evq_raised_events_total 3"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

@@ -145,8 +145,12 @@ func checkTx(tx *bolt.Tx, r *CheckReport) error {
 	}
 	dlq := tx.Bucket(bucketDLQ)
 	return dlq.ForEachBucket(func(id []byte) error {
+		if len(id) != 8 {
+			r.addf("dead letter bucket %x is not a subscription id", id)
+			return nil
+		}
 		if subs.Get(id) == nil {
-			r.addf("dead letters for subscription %x, which does not exist", id)
+			r.addf("dead letters for subscription %d, which does not exist", keySeq(id))
 		}
 		return dlq.Bucket(id).ForEach(func(k, v []byte) error {
 			r.DeadLetters++
