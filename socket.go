@@ -16,7 +16,7 @@ var socketSyntax = map[string]string{
 	"unix":      "unix:/path/to/socket",
 	"flatstore": "flatstore:/path/to/file",
 	"rabbitmq":  "rabbitmq:[user[:pass]@]host[:port]/[exchange?]routing_key",
-	"virtual":   "virtual:PARALLEL|FAILOVER|ROUND-ROBIN socket1 socket2 ...",
+	"virtual":   "virtual:POLICY socket1 socket2 ... (POLICY is PARALLEL, FAILOVER or ROUND-ROBIN)",
 }
 
 var schemeOrder = []string{"tcp", "jsonrpc", "xmlrpc", "udp", "unix", "flatstore", "rabbitmq", "virtual"}
@@ -53,15 +53,13 @@ func (s Socket) String() string { return s.raw }
 // Addr returns host:port for network sockets.
 func (s Socket) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
 
-// SocketSyntax lists every accepted socket syntax, one per line.
+// SocketSyntax lists every accepted socket syntax on one line.
 func SocketSyntax() string {
-	var b strings.Builder
-	for _, k := range schemeOrder {
-		b.WriteString("  ")
-		b.WriteString(socketSyntax[k])
-		b.WriteByte('\n')
+	all := make([]string, len(schemeOrder))
+	for i, k := range schemeOrder {
+		all[i] = socketSyntax[k]
 	}
-	return b.String()
+	return strings.Join(all, " | ")
 }
 
 // ParseSocket parses an OpenSIPS-style socket string. Errors quote the input
@@ -70,12 +68,12 @@ func ParseSocket(s string) (Socket, error) {
 	s = strings.TrimSpace(s)
 	scheme, rest, ok := strings.Cut(s, ":")
 	if !ok || scheme == "" {
-		return Socket{}, fmt.Errorf("%w %q: no scheme; expected one of:\n%s", ErrInvalidSocket, s, SocketSyntax())
+		return Socket{}, fmt.Errorf("%w %q: no scheme; expected one of %s", ErrInvalidSocket, s, SocketSyntax())
 	}
 	scheme = strings.ToLower(scheme)
 	syntax, known := socketSyntax[scheme]
 	if !known {
-		return Socket{}, fmt.Errorf("%w %q: unknown scheme %q; expected one of:\n%s", ErrInvalidSocket, s, scheme, SocketSyntax())
+		return Socket{}, fmt.Errorf("%w %q: unknown scheme %q; expected one of %s", ErrInvalidSocket, s, scheme, SocketSyntax())
 	}
 	sock, err := parseScheme(scheme, rest)
 	if err != nil {

@@ -40,7 +40,7 @@ func (b *subscribeBody) request() (delivery.SubscribeRequest, error) {
 	case b.Event == "":
 		return req, badRequest(`missing field "event"`)
 	case b.Socket == "":
-		return req, badRequest(`missing field "socket" (such as "tcp:127.0.0.1:9000"); accepted sockets:%s`, "\n"+evq.SocketSyntax())
+		return req, badRequest(`missing field "socket" (such as "tcp:127.0.0.1:9000"); accepted sockets: %s`, evq.SocketSyntax())
 	case b.TimeoutMS < 0, b.Expire < 0, b.MaxInflight < 0, b.MaxAttempts < 0, b.MaxAge < 0, b.FailoverTimeout < 0:
 		return req, badRequest("timeout_ms, expire, max_inflight, max_attempts, max_age and failover_timeout cannot be negative")
 	}
