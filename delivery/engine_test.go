@@ -326,6 +326,7 @@ func TestEngine_SubscribeErrors(t *testing.T) {
 		{"E_X", "tcp:127.0.0.1", "missing port"},
 		{"bad name", "tcp:127.0.0.1:1", "event name"},
 		{"E_X", "xmlrpc:127.0.0.1:1:m", "not available"},
+		{"E_X", "rabbitmq:127.0.0.1/key", "not available"},
 	} {
 		_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: tt.event, Socket: tt.socket})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -366,5 +367,23 @@ func TestEngine_SweepExpired(t *testing.T) {
 	st2, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_W", Socket: "tcp:127.0.0.1:1"})
 	if err != nil || st2.ID == st.ID {
 		t.Fatalf("resubscribe after sweep: %+v %v", st2, err)
+	}
+}
+
+func TestEngine_OversizeDatagramIsDeadLettered(t *testing.T) {
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+	r := evqtest.NewDatagramReceiver(t, "udp")
+	st := subscribe(t, e, "E_U", r.Socket(), evq.Options{})
+	for _, size := range []int{10, 65500, 10} { // 65500 fits the log (64 KiB), not a datagram (65457)
+		ev := &evq.Event{Name: "E_U", Named: true, Params: []evq.Param{{Name: "p", Value: evq.String(strings.Repeat("x", size))}}}
+		if err := e.Raise(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.WaitFor(2, wait)
+	st = waitState(t, e, st.ID, func(s delivery.Status) bool { return s.DeadLetters == 1 && s.Lag == 0 })
+	ds, _ := e.DeadLetters(st.ID, 0, 10)
+	if len(ds) != 1 || ds[0].Event.Seq != 2 || ds[0].Attempts != 1 || !strings.Contains(ds[0].Error, "holds at most 65457") {
+		t.Fatalf("%+v", ds)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/evq/evq"
+	"github.com/evq/evq/transports/datagram"
 	"github.com/evq/evq/transports/stream"
 )
 
@@ -23,8 +24,10 @@ func New(sub evq.Subscription) (evq.Transport, error) {
 	switch sock.Scheme {
 	case "tcp", "jsonrpc":
 		return stream.New(sock, sub.Options)
+	case "udp", "unix":
+		return datagram.New(sock, sub.Options)
 	default:
 		return nil, fmt.Errorf("socket %q: %w: scheme %s: %s", sub.Socket, ErrUnsupported, sock.Scheme,
-			"this build delivers over tcp: and jsonrpc:")
+			"this build delivers over tcp:, jsonrpc:, udp: and unix:")
 	}
 }

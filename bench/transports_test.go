@@ -1,0 +1,81 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/evq/evq"
+	"github.com/evq/evq/internal/evqtest"
+	"github.com/evq/evq/transports"
+)
+
+// BenchmarkTransport measures one transport alone: batches of 256 events
+// sent to a local peer, acknowledged in reliable mode. Datagram figures
+// count events sent (the protocol has no acknowledgement).
+func BenchmarkTransport(b *testing.B) {
+	evs := make([]*evq.Event, 256)
+	for i := range evs {
+		evs[i] = evqtest.CDR(i)
+		evs[i].Seq = uint64(i + 1)
+	}
+	run := func(b *testing.B, sub evq.Subscription) {
+		tr, err := transports.New(sub)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer tr.Close()
+		b.SetBytes(256)
+		b.ReportAllocs()
+		b.ResetTimer()
+		start := time.Now()
+		for done := 0; done < b.N; done += len(evs) {
+			batch := evs[:min(len(evs), b.N-done)]
+			if n, err := tr.Send(context.Background(), batch); n != len(batch) || err != nil {
+				b.Fatal(n, err)
+			}
+		}
+		evqtest.ReportRate(b, b.N, time.Since(start))
+	}
+	for _, reliable := range []bool{false, true} {
+		name := map[bool]string{false: "tcp", true: "tcp-reliable"}[reliable]
+		b.Run(name, func(b *testing.B) {
+			r, err := newAckReceiver()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.close()
+			run(b, evq.Subscription{Socket: r.socket(), Options: evq.Options{Reliable: reliable, MaxInflight: 256}})
+		})
+	}
+	for _, network := range []string{"udp", "unixgram"} {
+		b.Run(network, func(b *testing.B) {
+			addr := "127.0.0.1:0"
+			if network == "unixgram" {
+				addr = filepath.Join(b.TempDir(), "b.sock")
+			}
+			pc, err := net.ListenPacket(network, addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { // drain
+				defer close(done)
+				buf := make([]byte, 1<<16)
+				for {
+					if _, _, err := pc.ReadFrom(buf); err != nil {
+						return
+					}
+				}
+			}()
+			defer func() { pc.Close(); <-done }()
+			socket := "udp:" + pc.LocalAddr().String()
+			if network == "unixgram" {
+				socket = "unix:" + addr
+			}
+			run(b, evq.Subscription{Socket: socket})
+		})
+	}
+}
