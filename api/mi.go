@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/evq/evq"
@@ -239,6 +240,9 @@ func (s *Server) miEvents() ([]miEvent, error) {
 		}
 		i := index[st.Event]
 		out[i].Subscribers = append(out[i].Subscribers, sub)
+	}
+	for _, e := range out {
+		slices.Reverse(e.Subscribers) // newest first, as OpenSIPS lists them
 	}
 	return out, nil
 }

@@ -2,7 +2,10 @@ package bench
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -48,6 +51,17 @@ func BenchmarkTransport(b *testing.B) {
 			}
 			defer r.close()
 			run(b, evq.Subscription{Socket: r.socket(), Options: evq.Options{Reliable: reliable, MaxInflight: 256}})
+		})
+	}
+	for _, reliable := range []bool{false, true} {
+		name := map[bool]string{false: "xmlrpc", true: "xmlrpc-reliable"}[reliable]
+		b.Run(name, func(b *testing.B) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				io.WriteString(w, `<?xml version="1.0"?><methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>`)
+			}))
+			defer srv.Close()
+			run(b, evq.Subscription{Socket: "xmlrpc:" + srv.Listener.Addr().String() + ":notify", Options: evq.Options{Reliable: reliable}})
 		})
 	}
 	for _, network := range []string{"udp", "unixgram"} {

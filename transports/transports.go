@@ -9,6 +9,7 @@ import (
 	"github.com/evq/evq"
 	"github.com/evq/evq/transports/datagram"
 	"github.com/evq/evq/transports/stream"
+	"github.com/evq/evq/transports/xmlrpc"
 )
 
 // ErrUnsupported means the socket's scheme parses but evq cannot deliver to
@@ -26,8 +27,10 @@ func New(sub evq.Subscription) (evq.Transport, error) {
 		return stream.New(sock, sub.Options)
 	case "udp", "unix":
 		return datagram.New(sock, sub.Options)
+	case "xmlrpc":
+		return xmlrpc.New(sock, sub.Options)
 	default:
 		return nil, fmt.Errorf("socket %q: %w: scheme %s: %s", sub.Socket, ErrUnsupported, sock.Scheme,
-			"this build delivers over tcp:, jsonrpc:, udp: and unix:")
+			"this build delivers over tcp:, jsonrpc:, udp:, unix: and xmlrpc:")
 	}
 }
