@@ -16,6 +16,7 @@ import (
 	"github.com/evq/evq/delivery"
 	"github.com/evq/evq/queue"
 	"github.com/evq/evq/transports"
+	"github.com/evq/evq/transports/flatstore"
 	"github.com/evq/evq/transports/stream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -99,6 +100,10 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("DELETE /v1/subscriptions/{id}/dlq", s.purgeDLQ)
 	s.mux.HandleFunc("POST /v1/subscriptions/{id}/dlq/redrive", s.redrive)
 	s.mux.HandleFunc("POST /mi", s.mi)
+	s.mux.HandleFunc("POST /v1/flatstore/reopen", func(w http.ResponseWriter, r *http.Request) {
+		flatstore.Reopen()
+		writeJSON(w, http.StatusOK, map[string]string{"status": "flatstore files will be reopened before their next write"})
+	})
 }
 
 // ServeHTTP implements http.Handler.

@@ -325,7 +325,6 @@ func TestEngine_SubscribeErrors(t *testing.T) {
 		{"E_X", "foo:bar", `unknown scheme "foo"`},
 		{"E_X", "tcp:127.0.0.1", "missing port"},
 		{"bad name", "tcp:127.0.0.1:1", "event name"},
-		{"E_X", "flatstore:/tmp/f", "not available"},
 		{"E_X", "rabbitmq:127.0.0.1/key", "not available"},
 	} {
 		_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: tt.event, Socket: tt.socket})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/evq/evq"
 	"github.com/evq/evq/transports/datagram"
+	"github.com/evq/evq/transports/flatstore"
 	"github.com/evq/evq/transports/stream"
 	"github.com/evq/evq/transports/xmlrpc"
 )
@@ -29,8 +30,10 @@ func New(sub evq.Subscription) (evq.Transport, error) {
 		return datagram.New(sock, sub.Options)
 	case "xmlrpc":
 		return xmlrpc.New(sock, sub.Options)
+	case "flatstore":
+		return flatstore.New(sock, sub.Options)
 	default:
 		return nil, fmt.Errorf("socket %q: %w: scheme %s: %s", sub.Socket, ErrUnsupported, sock.Scheme,
-			"this build delivers over tcp:, jsonrpc:, udp:, unix: and xmlrpc:")
+			"this build delivers over tcp:, jsonrpc:, udp:, unix:, xmlrpc: and flatstore:")
 	}
 }

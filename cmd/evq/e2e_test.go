@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,4 +209,69 @@ func TestE2E_CLI(t *testing.T) {
 	if err == nil || !strings.Contains(out, "is \"evq serve\" running?") {
 		t.Fatalf("with the server down: %v %s", err, out)
 	}
+}
+
+func TestE2E_FlatstoreRotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs evq as a child process")
+	}
+	bin := evqtest.BuildEvq(t, "../..")
+	srv := evqtest.StartServer(t, bin, filepath.Join(t.TempDir(), "data"))
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cdr.log")
+	if err := srv.Call("POST", "/v1/subscriptions", map[string]any{"event": "E_CDR", "socket": "flatstore:" + path, "reliable": true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFile := func(p, want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			b, _ := os.ReadFile(p)
+			if string(b) == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %q, want %q", p, b, want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	raise := func(id string) {
+		t.Helper()
+		if err := srv.Call("POST", "/v1/events", `{"event":"E_CDR","params":{"callid":"`+id+`","duration":7}}`, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raise("a")
+	waitFile(path, "E_CDR,a,7\n")
+
+	// logrotate with a postrotate of "evq flatstore reopen"
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "flatstore", "reopen")
+	cmd.Env = append(os.Environ(), "EVQ_SERVER="+srv.URL)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("evq flatstore reopen: %v %s", err, out)
+	}
+	raise("b")
+	waitFile(path, "E_CDR,b,7\n")
+
+	// ... and with a postrotate of "kill -HUP"
+	if err := os.Rename(path, path+".2"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(srv.Logs(), "SIGHUP") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no SIGHUP in the log:\n%s", srv.Logs())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	raise("c")
+	waitFile(path, "E_CDR,c,7\n")
+	waitFile(path+".1", "E_CDR,a,7\n")
+	waitFile(path+".2", "E_CDR,b,7\n")
+	srv.Stop()
 }

@@ -23,6 +23,7 @@ Client (--server URL, or EVQ_SERVER, default http://127.0.0.1:8055):
   evq replay ID --from-seq N | --since TIME
   evq dlq list|redrive|purge ID           dead letters of a subscription
   evq tail EVENT [--from SEQ]             print events as they are raised
+  evq flatstore reopen                    reopen flatstore files (after logrotate; or send SIGHUP)
 
 Testing:
   evq listen HOST:PORT [--reject N]       a JSON-RPC subscriber that prints what it receives
@@ -60,6 +61,8 @@ func main() {
 		err = runTail(args)
 	case "listen":
 		err = runListen(args)
+	case "flatstore":
+		err = runFlatstore(args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

@@ -19,6 +19,7 @@ import (
 	"github.com/evq/evq/delivery"
 	"github.com/evq/evq/queue"
 	"github.com/evq/evq/transports"
+	"github.com/evq/evq/transports/flatstore"
 )
 
 // shutdownTimeout bounds a graceful stop: open requests and the batches
@@ -84,14 +85,24 @@ func runServe(args []string) error {
 		"subscriptions", len(engine.Subscriptions()))
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 	var serveErr error
-	select {
-	case s := <-sig:
-		logger.Info("shutting down", "signal", s.String())
-	case serveErr = <-served:
-		logger.Error("HTTP server stopped", "err", serveErr)
+wait:
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				flatstore.Reopen() // logrotate: let rotated files go
+				logger.Info("SIGHUP: flatstore files will be reopened")
+				continue
+			}
+			logger.Info("shutting down", "signal", s.String())
+			break wait
+		case serveErr = <-served:
+			logger.Error("HTTP server stopped", "err", serveErr)
+			break wait
+		}
 	}
 
 	// Stop accepting, let open requests finish (their raises commit), stop

@@ -55,8 +55,26 @@ type Server struct {
 	addr string
 	args []string
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *syncBuffer
 	done chan struct{}
+}
+
+// syncBuffer is a bytes.Buffer that exec's copier writes while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // FreeAddr returns a 127.0.0.1 address that was free a moment ago.
@@ -89,7 +107,7 @@ func (s *Server) start() {
 	s.tb.Helper()
 	args := append([]string{"serve", "--data", s.Data, "--http", s.addr}, s.args...)
 	s.cmd = exec.Command(s.bin, args...)
-	s.logs = &bytes.Buffer{}
+	s.logs = &syncBuffer{}
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
 	if err := s.cmd.Start(); err != nil {
@@ -115,6 +133,14 @@ func (s *Server) start() {
 			s.tb.Fatalf("evq serve did not answer /healthz within 20s:\n%s", s.logs)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Signal sends sig to the server process.
+func (s *Server) Signal(sig os.Signal) {
+	s.tb.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.tb.Fatal(err)
 	}
 }
 
