@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/evq/evq"
 	"github.com/evq/evq/internal/evqtest"
 	"github.com/evq/evq/transports"
@@ -62,6 +64,35 @@ func BenchmarkTransport(b *testing.B) {
 			}))
 			defer srv.Close()
 			run(b, evq.Subscription{Socket: "xmlrpc:" + srv.Listener.Addr().String() + ":notify", Options: evq.Options{Reliable: reliable}})
+		})
+	}
+	for _, reliable := range []bool{false, true} {
+		name := map[bool]string{false: "rabbitmq", true: "rabbitmq-confirms"}[reliable]
+		b.Run(name, func(b *testing.B) {
+			conn, err := amqp.Dial("amqp://guest:guest@127.0.0.1:5672/")
+			if err != nil {
+				b.Skipf("RabbitMQ not reachable on 127.0.0.1:5672: %v", err)
+			}
+			ch, err := conn.Channel()
+			if err != nil {
+				b.Fatal(err)
+			}
+			q, err := ch.QueueDeclare("", false, true, true, false, nil) // server-named, exclusive
+			if err != nil {
+				b.Fatal(err)
+			}
+			deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			drained := make(chan struct{})
+			go func() {
+				defer close(drained)
+				for range deliveries {
+				}
+			}()
+			defer func() { conn.Close(); <-drained }()
+			run(b, evq.Subscription{Socket: "rabbitmq:127.0.0.1/" + q.Name, Options: evq.Options{Reliable: reliable, Timeout: 10 * time.Second}})
 		})
 	}
 	for _, network := range []string{"udp", "unixgram"} {

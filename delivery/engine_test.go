@@ -325,7 +325,7 @@ func TestEngine_SubscribeErrors(t *testing.T) {
 		{"E_X", "foo:bar", `unknown scheme "foo"`},
 		{"E_X", "tcp:127.0.0.1", "missing port"},
 		{"bad name", "tcp:127.0.0.1:1", "event name"},
-		{"E_X", "rabbitmq:127.0.0.1/key", "not available"},
+		{"E_X", "virtual:FAILOVER tcp:127.0.0.1:1 tcp:127.0.0.1:2", "not available"},
 	} {
 		_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: tt.event, Socket: tt.socket})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -9,6 +9,7 @@ import (
 	"github.com/evq/evq"
 	"github.com/evq/evq/transports/datagram"
 	"github.com/evq/evq/transports/flatstore"
+	"github.com/evq/evq/transports/rabbitmq"
 	"github.com/evq/evq/transports/stream"
 	"github.com/evq/evq/transports/xmlrpc"
 )
@@ -32,8 +33,10 @@ func New(sub evq.Subscription) (evq.Transport, error) {
 		return xmlrpc.New(sock, sub.Options)
 	case "flatstore":
 		return flatstore.New(sock, sub.Options)
+	case "rabbitmq":
+		return rabbitmq.New(sock, sub.Options)
 	default:
 		return nil, fmt.Errorf("socket %q: %w: scheme %s: %s", sub.Socket, ErrUnsupported, sock.Scheme,
-			"this build delivers over tcp:, jsonrpc:, udp:, unix:, xmlrpc: and flatstore:")
+			"this build delivers over tcp:, jsonrpc:, udp:, unix:, xmlrpc:, flatstore: and rabbitmq:")
 	}
 }
