@@ -38,3 +38,7 @@ var ErrNotFound = errors.New("not found")
 // size limit); already stored events are unharmed and raises can be retried
 // when space returns.
 var ErrStorageFull = errors.New("storage full")
+
+// ErrInvalidOptions means a subscription's options do not fit together or
+// its transport.
+var ErrInvalidOptions = errors.New("invalid subscription options")

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evq/evq"
 	"github.com/evq/evq/api"
 	"github.com/evq/evq/delivery"
 	"github.com/evq/evq/internal/evqtest"
@@ -143,6 +144,7 @@ func TestAPI_Subscriptions(t *testing.T) {
 		{`{"event":"E_S"}`, `missing field \"socket\"`},
 		{`{"event":"E_S","socket":"tcp:127.0.0.1:1","start":"yesterday"}`, `field \"start\"`},
 		{`{"event":"E_S","socket":"tcp:127.0.0.1:1","timeout_ms":"x"}`, `field \"timeout_ms\" must be a int`},
+		{`{"event":"E_S","socket":"flatstore:/tmp/x","delimiter":";","escape_delimiter":";"}`, `escape may not contain the delimiter`},
 	} {
 		if code, body := v.do("POST", "/v1/subscriptions", tt.body); code != 400 || !strings.Contains(body, tt.want) {
 			t.Errorf("POST %s: %d %s, want 400 %s", tt.body, code, body, tt.want)
@@ -403,5 +405,33 @@ func TestAPI_CommitMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+func TestAPI_Defaults(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	e := delivery.New(l, &delivery.Options{NewTransportFunc: transports.New})
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(context.Background())
+	srv := api.New(e, l, &api.Options{Defaults: evq.Options{Reliable: true, Timeout: 3 * time.Second, Delimiter: ";"}})
+	post := func(path, body string) string {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
+		return rec.Body.String()
+	}
+	got := post("/v1/subscriptions", `{"event":"E_D","socket":"flatstore:/tmp/evq-defaults-test"}`)
+	if !strings.Contains(got, `"reliable":true`) || !strings.Contains(got, `"timeout_ms":3000`) || !strings.Contains(got, `"delimiter":";"`) {
+		t.Errorf("defaults not applied: %s", got)
+	}
+	got = post("/v1/subscriptions", `{"event":"E_D","socket":"tcp:127.0.0.1:1","reliable":false,"timeout_ms":500}`)
+	if !strings.Contains(got, `"reliable":false`) || !strings.Contains(got, `"timeout_ms":500`) {
+		t.Errorf("given options lost to defaults: %s", got)
+	}
+	post("/mi", `{"jsonrpc":"2.0","id":1,"method":"event_subscribe","params":["E_M","tcp:127.0.0.1:2"]}`)
+	st, err := e.Find("E_M", "tcp:127.0.0.1:2")
+	if err != nil || !st.Options.Reliable || st.Options.Timeout != 3*time.Second || st.Expire != 3600 {
+		t.Errorf("MI subscription: %+v %v", st, err)
 	}
 }

@@ -183,7 +183,7 @@ func (s *Server) miSubscribe(r *http.Request, p miParams) (any, *miError) {
 		}
 		return "OK", nil
 	}
-	req := delivery.SubscribeRequest{Event: event, Socket: sock.String(), Expire: expire, Options: s.opts.MIDefaults}
+	req := delivery.SubscribeRequest{Event: event, Socket: sock.String(), Expire: expire, Options: s.opts.Defaults}
 	if _, err := s.engine.Subscribe(r.Context(), req); err != nil {
 		s.opts.Logger.Warn("MI event_subscribe refused", "event", event, "socket", socket, "err", err)
 		return nil, miErrorOf(err)

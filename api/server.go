@@ -49,10 +49,10 @@ type Options struct {
 	MaxBody int64
 	// Logger receives request errors. nil means slog.Default().
 	Logger *slog.Logger
-	// MIDefaults are the options of subscriptions made through MI
-	// event_subscribe, which has no way to give them (OpenSIPS takes them
-	// from modparams).
-	MIDefaults evq.Options
+	// Defaults are the subscription options that a request does not give:
+	// the OpenSIPS modparams of the configuration file. MI event_subscribe,
+	// which cannot give any, uses them all.
+	Defaults evq.Options
 	// NowFunc returns the current time. nil means time.Now.
 	NowFunc func() time.Time
 	// Commits, if set, are exported at /metrics.
@@ -151,7 +151,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, queue.ErrEventTooLarge), errors.As(err, &maxErr):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, evq.ErrInvalidEvent), errors.Is(err, evq.ErrInvalidSocket), errors.Is(err, delivery.ErrBadStart),
+	case errors.Is(err, evq.ErrInvalidEvent), errors.Is(err, evq.ErrInvalidSocket), errors.Is(err, evq.ErrInvalidOptions),
+		errors.Is(err, delivery.ErrBadStart),
 		errors.Is(err, stream.ErrBadParams), errors.Is(err, transports.ErrUnsupported), errors.Is(err, errBadRequest),
 		errors.Is(err, delivery.ErrNotRunning):
 		return http.StatusBadRequest

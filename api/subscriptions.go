@@ -15,52 +15,76 @@ import (
 )
 
 // subscribeBody is the POST /v1/subscriptions body. Names follow OpenSIPS's
-// modparams.
+// modparams. An option left out takes the server's default (Options.Defaults,
+// from the configuration file), so option fields are pointers.
 type subscribeBody struct {
-	Event             string `json:"event"`
-	Socket            string `json:"socket"`
-	Reliable          bool   `json:"reliable"`
-	TimeoutMS         int    `json:"timeout_ms"`
-	Expire            int    `json:"expire"`
-	Start             string `json:"start"`
-	EventParam        string `json:"event_param"`
-	UseStructParam    bool   `json:"use_struct_param"`
-	MaxInflight       int    `json:"max_inflight"`
-	MaxAttempts       int    `json:"max_attempts"`
-	MaxAge            int    `json:"max_age"`
-	Delimiter         string `json:"delimiter"`
-	SuppressEventName bool   `json:"suppress_event_name"`
-	EscapeDelimiter   string `json:"escape_delimiter"`
-	FailoverTimeout   int    `json:"failover_timeout"`
+	Event             string  `json:"event"`
+	Socket            string  `json:"socket"`
+	Expire            int     `json:"expire"`
+	Start             string  `json:"start"`
+	Reliable          *bool   `json:"reliable"`
+	TimeoutMS         *int    `json:"timeout_ms"`
+	EventParam        *string `json:"event_param"`
+	UseStructParam    *bool   `json:"use_struct_param"`
+	MaxInflight       *int    `json:"max_inflight"`
+	MaxAttempts       *int    `json:"max_attempts"`
+	MaxAge            *int    `json:"max_age"`
+	Delimiter         *string `json:"delimiter"`
+	SuppressEventName *bool   `json:"suppress_event_name"`
+	EscapeDelimiter   *string `json:"escape_delimiter"`
+	FailoverTimeout   *int    `json:"failover_timeout"`
 }
 
-func (b *subscribeBody) request() (delivery.SubscribeRequest, error) {
-	req := delivery.SubscribeRequest{Event: b.Event, Socket: b.Socket, Expire: b.Expire}
+func (b *subscribeBody) request(defaults evq.Options) (delivery.SubscribeRequest, error) {
+	req := delivery.SubscribeRequest{Event: b.Event, Socket: b.Socket, Expire: b.Expire, Options: defaults}
 	switch {
 	case b.Event == "":
 		return req, badRequest(`missing field "event"`)
 	case b.Socket == "":
 		return req, badRequest(`missing field "socket" (such as "tcp:127.0.0.1:9000"); accepted sockets: %s`, evq.SocketSyntax())
-	case b.TimeoutMS < 0, b.Expire < 0, b.MaxInflight < 0, b.MaxAttempts < 0, b.MaxAge < 0, b.FailoverTimeout < 0:
-		return req, badRequest("timeout_ms, expire, max_inflight, max_attempts, max_age and failover_timeout cannot be negative")
+	case b.Expire < 0:
+		return req, badRequest(`"expire" cannot be negative: give 0 (never) or a number of seconds`)
 	}
 	st, err := delivery.ParseStart(b.Start)
 	if err != nil {
 		return req, fmt.Errorf("field \"start\": %w", err)
 	}
 	req.Start = st
-	req.Options = evq.Options{
-		Reliable:          b.Reliable,
-		Timeout:           time.Duration(b.TimeoutMS) * time.Millisecond,
-		EventParam:        b.EventParam,
-		UseStructParam:    b.UseStructParam,
-		MaxInflight:       b.MaxInflight,
-		MaxAttempts:       b.MaxAttempts,
-		MaxAge:            time.Duration(b.MaxAge) * time.Second,
-		Delimiter:         b.Delimiter,
-		SuppressEventName: b.SuppressEventName,
-		EscapeDelimiter:   b.EscapeDelimiter,
-		FailoverTimeout:   time.Duration(b.FailoverTimeout) * time.Second,
+	o := &req.Options
+	for _, f := range []struct {
+		name string
+		v    *int
+		set  func(int)
+	}{
+		{"timeout_ms", b.TimeoutMS, func(n int) { o.Timeout = time.Duration(n) * time.Millisecond }},
+		{"max_inflight", b.MaxInflight, func(n int) { o.MaxInflight = n }},
+		{"max_attempts", b.MaxAttempts, func(n int) { o.MaxAttempts = n }},
+		{"max_age", b.MaxAge, func(n int) { o.MaxAge = time.Duration(n) * time.Second }},
+		{"failover_timeout", b.FailoverTimeout, func(n int) { o.FailoverTimeout = time.Duration(n) * time.Second }},
+	} {
+		if f.v == nil {
+			continue
+		}
+		if *f.v < 0 {
+			return req, badRequest("%q cannot be negative", f.name)
+		}
+		f.set(*f.v)
+	}
+	for _, f := range []struct {
+		v   *bool
+		dst *bool
+	}{{b.Reliable, &o.Reliable}, {b.UseStructParam, &o.UseStructParam}, {b.SuppressEventName, &o.SuppressEventName}} {
+		if f.v != nil {
+			*f.dst = *f.v
+		}
+	}
+	for _, f := range []struct {
+		v   *string
+		dst *string
+	}{{b.EventParam, &o.EventParam}, {b.Delimiter, &o.Delimiter}, {b.EscapeDelimiter, &o.EscapeDelimiter}} {
+		if f.v != nil {
+			*f.dst = *f.v
+		}
 	}
 	return req, nil
 }
@@ -147,7 +171,7 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	req, err := body.request()
+	req, err := body.request(s.opts.Defaults)
 	if err != nil {
 		s.fail(w, r, err)
 		return

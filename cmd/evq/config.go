@@ -25,7 +25,7 @@ type config struct {
 	LogLevel  string          `json:"log_level"`  // debug, info (default), warn, error
 	MaxEvent  int             `json:"max_event_size"`
 	Retention retentionConfig `json:"retention"`
-	Defaults  defaultsConfig  `json:"defaults"` // for subscriptions made through MI
+	Defaults  defaultsConfig  `json:"defaults"` // options a subscription does not give
 }
 
 type retentionConfig struct {
@@ -34,19 +34,29 @@ type retentionConfig struct {
 	MaxBytes int64    `json:"max_bytes"` // default 0, no limit
 }
 
-// defaultsConfig are the OpenSIPS modparams that apply to subscriptions made
-// through MI event_subscribe, which cannot carry options.
+// defaultsConfig holds the OpenSIPS modparams: the options of every
+// subscription that does not give its own (MI event_subscribe cannot give
+// any). Zero values mean OpenSIPS's defaults.
 type defaultsConfig struct {
-	Reliable    bool   `json:"reliable"`
-	TimeoutMS   int    `json:"timeout_ms"`
-	EventParam  string `json:"event_param"`
-	MaxInflight int    `json:"max_inflight"`
-	MaxAttempts int    `json:"max_attempts"`
+	Reliable          bool     `json:"reliable"`            // event_stream reliable_mode, event_jsonrpc/xmlrpc sync_mode
+	TimeoutMS         int      `json:"timeout_ms"`          // event_stream timeout; 1000
+	EventParam        string   `json:"event_param"`         // event_stream event_param
+	UseStructParam    bool     `json:"use_struct_param"`    // event_xmlrpc use_struct_param
+	Delimiter         string   `json:"delimiter"`           // event_flatstore delimiter; ","
+	SuppressEventName bool     `json:"suppress_event_name"` // event_flatstore suppress_event_name
+	EscapeDelimiter   string   `json:"escape_delimiter"`    // event_flatstore escape_delimiter; " "
+	FailoverTimeout   duration `json:"failover_timeout"`    // event_virtual failover_timeout; 30s
+	MaxInflight       int      `json:"max_inflight"`        // evq: pipelined requests in reliable mode; 1
+	MaxAttempts       int      `json:"max_attempts"`        // evq: attempts before the dead letters; 0 = forever
+	MaxAge            duration `json:"max_age"`             // evq: dead-letter events older than this; 0 = never
 }
 
 func (d defaultsConfig) options() evq.Options {
 	return evq.Options{Reliable: d.Reliable, Timeout: time.Duration(d.TimeoutMS) * time.Millisecond,
-		EventParam: d.EventParam, MaxInflight: d.MaxInflight, MaxAttempts: d.MaxAttempts}
+		EventParam: d.EventParam, UseStructParam: d.UseStructParam, Delimiter: d.Delimiter,
+		SuppressEventName: d.SuppressEventName, EscapeDelimiter: d.EscapeDelimiter,
+		FailoverTimeout: time.Duration(d.FailoverTimeout), MaxInflight: d.MaxInflight,
+		MaxAttempts: d.MaxAttempts, MaxAge: time.Duration(d.MaxAge)}
 }
 
 // duration reads "24h", "90s" or a number of seconds.

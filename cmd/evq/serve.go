@@ -71,7 +71,7 @@ func runServe(args []string) error {
 		log.Close()
 		return err
 	}
-	srv := api.New(engine, log, &api.Options{Token: cfg.Token, Logger: logger, MIDefaults: cfg.Defaults.options(), Commits: commits})
+	srv := api.New(engine, log, &api.Options{Token: cfg.Token, Logger: logger, Defaults: cfg.Defaults.options(), Commits: commits})
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		engine.Close(context.Background())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -36,6 +37,10 @@ func runSubscribe(args []string) error {
 	attempts := fs.Int("max-attempts", 0, "attempts before an event is dead-lettered (default 0: retry forever)")
 	maxAge := fs.Duration("max-age", 0, "dead-letter events older than this instead of retrying (default 0: never)")
 	eventParam := fs.String("event-param", "", "add the event name as this param (OpenSIPS event_param)")
+	useStruct := fs.Bool("use-struct-param", false, "xmlrpc: send each param as a one-member struct")
+	delimiter := fs.String("delimiter", "", "flatstore: the delimiter between values (default \",\")")
+	suppress := fs.Bool("suppress-event-name", false, "flatstore: leave out the event name")
+	escape := fs.String("escape-delimiter", "", "flatstore: what replaces the delimiter and line breaks inside values (default a space)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: evq subscribe EVENT SOCKET [flags]\n")
 		fs.PrintDefaults()
@@ -48,11 +53,24 @@ func runSubscribe(args []string) error {
 		fs.Usage()
 		return fmt.Errorf("want EVENT and SOCKET, got %d arguments", len(pos))
 	}
-	body := map[string]any{
-		"event": pos[0], "socket": pos[1], "reliable": *reliable, "timeout_ms": timeout.Milliseconds(),
-		"expire": *expire, "start": *start, "max_inflight": *inflight, "max_attempts": *attempts,
-		"max_age": int(maxAge.Seconds()), "event_param": *eventParam,
+	// Only the options given go out: the server's defaults (its
+	// configuration's OpenSIPS modparams) apply to the others.
+	all := map[string]any{
+		"reliable": *reliable, "timeout": timeout.Milliseconds(), "expire": *expire, "start": *start,
+		"max-inflight": *inflight, "max-attempts": *attempts, "max-age": int(maxAge.Seconds()),
+		"event-param": *eventParam, "use-struct-param": *useStruct, "delimiter": *delimiter,
+		"suppress-event-name": *suppress, "escape-delimiter": *escape,
 	}
+	body := map[string]any{"event": pos[0], "socket": pos[1]}
+	fs.Visit(func(f *flag.Flag) {
+		if v, ok := all[f.Name]; ok {
+			field := strings.ReplaceAll(f.Name, "-", "_")
+			if f.Name == "timeout" {
+				field = "timeout_ms"
+			}
+			body[field] = v
+		}
+	})
 	var sub subscription
 	if err := c.call("POST", "/v1/subscriptions", body, &sub); err != nil {
 		return err

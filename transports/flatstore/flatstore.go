@@ -57,9 +57,9 @@ func New(sock evq.Socket, opts evq.Options) (*Transport, error) {
 	if t.escape == "" {
 		t.escape = " "
 	}
-	if strings.Contains(t.escape, t.delim) || strings.ContainsAny(t.delim, "\n\r") {
-		return nil, fmt.Errorf("flatstore %s: delimiter %q and escape_delimiter %q: the escape may not contain the delimiter, nor the delimiter a line break",
-			sock.Path, t.delim, t.escape)
+	if strings.Contains(t.escape, t.delim) || strings.ContainsAny(t.delim+t.escape, "\n\r") {
+		return nil, fmt.Errorf("flatstore %s: %w: delimiter %q and escape_delimiter %q: the escape may not contain the delimiter, and neither may hold a line break",
+			sock.Path, evq.ErrInvalidOptions, t.delim, t.escape)
 	}
 	return t, nil
 }

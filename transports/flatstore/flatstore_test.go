@@ -186,3 +186,40 @@ func TestReopen_RotationUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d lines across %d rotations", total, rotations)
 }
+
+// FuzzAppendLine checks that every event becomes exactly one line that
+// splits on the delimiter back into the name and the values, with the
+// delimiter and line breaks inside values replaced by the escape.
+func FuzzAppendLine(f *testing.F) {
+	f.Add("a,b", "c\nd\r", ",", " ", false)
+	f.Add("x;;y", "", ";;", "_", true)
+	f.Fuzz(func(t *testing.T, v1, v2, delim, escape string, noName bool) {
+		tr, err := flatstore.New(evq.Socket{Scheme: "flatstore", Path: "/dev/null"},
+			evq.Options{Delimiter: delim, EscapeDelimiter: escape, SuppressEventName: noName})
+		if err != nil {
+			return // refused combinations are reported at subscribe time
+		}
+		if delim == "" {
+			delim = ","
+		}
+		if escape == "" {
+			escape = " "
+		}
+		ev := &evq.Event{Name: "E_F", Params: []evq.Param{{Value: evq.String(v1)}, {Value: evq.String(v2)}, {Value: evq.Int(-3)}}}
+		line := string(tr.AppendLine(nil, ev))
+		if !strings.HasSuffix(line, "\n") || strings.ContainsAny(line[:len(line)-1], "\n\r") {
+			t.Fatalf("not one line: %q", line)
+		}
+		clean := func(s string) string {
+			s = strings.ReplaceAll(s, delim, escape)
+			return strings.NewReplacer("\r", escape, "\n", escape).Replace(s)
+		}
+		want := []string{"E_F", clean(v1), clean(v2), clean("-3")} // a delimiter of "-" escapes the sign too
+		if noName {
+			want = want[1:]
+		}
+		if got := line[:len(line)-1]; got != strings.Join(want, delim) {
+			t.Fatalf("line %q, want %q", got, strings.Join(want, delim))
+		}
+	})
+}
