@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/evq/evq"
 	"github.com/evq/evq/internal/evqtest"
@@ -9,6 +10,9 @@ import (
 )
 
 type streamPeer struct{ *evqtest.Receiver }
+
+func (p streamPeer) RejectNext(n int) { p.RejectFirst(n) }
+func (p streamPeer) Stall(on bool)    { p.Silent(on) }
 
 func (p streamPeer) Payloads() [][]byte {
 	var out [][]byte
@@ -25,9 +29,10 @@ func TestConformance(t *testing.T) {
 			transporttest.Run(t, transporttest.Harness{
 				NewPeer: func(t *testing.T) transporttest.Peer { return streamPeer{evqtest.NewReceiver(t)} },
 				New: func(t *testing.T, socket string) evq.Transport {
-					return newTransport(t, socket, evq.Options{Reliable: reliable, MaxInflight: 16})
+					return newTransport(t, socket, evq.Options{Reliable: reliable, MaxInflight: 16, Timeout: 300 * time.Millisecond})
 				},
 				DetectsDown: reliable,
+				Reliable:    reliable,
 			})
 		})
 	}

@@ -24,6 +24,17 @@ type Peer interface {
 	Restart()
 }
 
+// Rejecter is a peer that can answer with a protocol-level error (a
+// JSON-RPC error reply, an XML-RPC fault).
+type Rejecter interface {
+	RejectNext(n int)
+}
+
+// Staller is a peer that can stop answering while it keeps the connection.
+type Staller interface {
+	Stall(on bool)
+}
+
 // Harness describes a transport under test.
 type Harness struct {
 	// NewPeer starts a peer; it is stopped at cleanup.
@@ -36,6 +47,11 @@ type Harness struct {
 	// Index returns the "i" param of a received payload. nil means the
 	// payload is a JSON-RPC object with params {"i": N}.
 	Index func(payload []byte) (int, error)
+	// Reliable says that the transports New returns wait for the peer's
+	// answer; with a Rejecter or Staller peer the suite then checks that an
+	// error answer and no answer are reported as failures to retry. Their
+	// reply timeout must be short (at most a second).
+	Reliable bool
 }
 
 func event(i int) *evq.Event {
@@ -109,6 +125,48 @@ func Run(t *testing.T, h Harness) {
 	if h.Index == nil {
 		h.Index = jsonIndex
 	}
+	t.Run("ErrorReply", func(t *testing.T) {
+		p := h.NewPeer(t)
+		r, ok := p.(Rejecter)
+		if !h.Reliable || !ok {
+			t.Skip("the protocol has no error answer, or the transport does not wait for one")
+		}
+		tr := h.New(t, p.Socket())
+		defer tr.Close()
+		r.RejectNext(1)
+		n, err := tr.Send(context.Background(), []*evq.Event{event(0), event(1)})
+		if n != 0 || err == nil || evq.IsPermanent(err) {
+			t.Fatalf("an error answer: delivered %d, %v; want 0 and an error to retry", n, err)
+		}
+		send(t, tr, 0, 2, 2)
+		got := waitIndexes(t, h, p, 2)
+		if got[len(got)-2] != 0 || got[len(got)-1] != 1 {
+			t.Fatalf("after the retry the peer got %v", got)
+		}
+	})
+	t.Run("NoAnswer", func(t *testing.T) {
+		p := h.NewPeer(t)
+		st, ok := p.(Staller)
+		if !h.Reliable || !ok {
+			t.Skip("the transport does not wait for an answer")
+		}
+		tr := h.New(t, p.Socket())
+		defer tr.Close()
+		st.Stall(true)
+		start := time.Now()
+		n, err := tr.Send(context.Background(), []*evq.Event{event(0)})
+		if n != 0 || err == nil || evq.IsPermanent(err) {
+			t.Fatalf("no answer: delivered %d, %v; want 0 and an error to retry", n, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("gave up after %s: the reply timeout is not applied", d)
+		}
+		st.Stall(false)
+		send(t, tr, 1, 2, 1)
+		if got := waitIndexes(t, h, p, 1); got[len(got)-1] != 1 {
+			t.Fatalf("after the peer answered again it got %v", got)
+		}
+	})
 	t.Run("InOrder", func(t *testing.T) {
 		p := h.NewPeer(t)
 		tr := h.New(t, p.Socket())

@@ -140,12 +140,28 @@ func TestPythonServer(t *testing.T) {
 // peer is a Go XML-RPC receiver for the conformance suite, restartable on
 // the same address.
 type peer struct {
-	t    *testing.T
-	addr string
-	mu   sync.Mutex
-	got  [][]byte
-	srv  *http.Server
-	done chan struct{}
+	t       *testing.T
+	addr    string
+	mu      sync.Mutex
+	got     [][]byte
+	reject  int
+	stalled chan struct{} // non-nil while stalled; closed to let handlers go
+	srv     *http.Server
+	done    chan struct{}
+}
+
+func (p *peer) RejectNext(n int) { p.mu.Lock(); p.reject = n; p.mu.Unlock() }
+
+func (p *peer) Stall(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on && p.stalled == nil {
+		p.stalled = make(chan struct{})
+	}
+	if !on && p.stalled != nil {
+		close(p.stalled)
+		p.stalled = nil
+	}
 }
 
 func newPeer(t *testing.T) *peer {
@@ -179,8 +195,24 @@ func (p *peer) Restart() {
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		p.mu.Lock()
-		p.got = append(p.got, b)
+		stalled, reject := p.stalled, p.reject > 0
+		if reject {
+			p.reject--
+		} else if stalled == nil {
+			p.got = append(p.got, b)
+		}
 		p.mu.Unlock()
+		if stalled != nil {
+			select { // hold the answer back until unstalled or stopped
+			case <-stalled:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		if reject {
+			io.WriteString(w, `<?xml version="1.0"?><methodResponse><fault><value><struct><member><name>faultString</name><value><string>refused by test</string></value></member></struct></value></fault></methodResponse>`)
+			return
+		}
 		io.WriteString(w, `<?xml version="1.0"?><methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>`)
 	})}
 	p.done = make(chan struct{})
@@ -188,6 +220,7 @@ func (p *peer) Restart() {
 }
 
 func (p *peer) Stop() {
+	p.Stall(false)
 	if p.srv != nil {
 		p.srv.Close()
 		<-p.done
@@ -203,9 +236,10 @@ func TestConformance(t *testing.T) {
 			transporttest.Run(t, transporttest.Harness{
 				NewPeer: func(t *testing.T) transporttest.Peer { return newPeer(t) },
 				New: func(t *testing.T, socket string) evq.Transport {
-					return newTransport(t, socket, evq.Options{Reliable: reliable})
+					return newTransport(t, socket, evq.Options{Reliable: reliable, Timeout: 300 * time.Millisecond})
 				},
 				DetectsDown: true, // a connection per event: a stopped peer refuses it
+				Reliable:    reliable,
 				Index: func(payload []byte) (int, error) {
 					m := indexRE.FindSubmatch(payload)
 					if m == nil {
