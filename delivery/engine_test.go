@@ -156,6 +156,9 @@ func TestEngine_DeadLetters(t *testing.T) {
 	st := subscribe(t, e, "E_D", r.Socket(), evq.Options{Reliable: true, MaxAttempts: 2})
 	raise(t, e, "E_D", 0, 3)
 	st = waitState(t, e, st.ID, func(s delivery.Status) bool { return s.DeadLetters == 3 && s.Lag == 0 })
+	if st.State != delivery.StateActive {
+		t.Fatalf("state %q after parking everything, want active", st.State)
+	}
 	ds, err := e.DeadLetters(st.ID, 0, 10)
 	if err != nil || len(ds) != 3 || ds[0].Attempts != 2 || !strings.Contains(ds[0].Error, "rejected by test") {
 		t.Fatalf("%v %v", ds, err)

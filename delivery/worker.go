@@ -177,6 +177,8 @@ func (w *worker) deliver(events []*evq.Event, ok func([]*evq.Event), park func(*
 				w.st.parked.Add(1)
 				events = events[1:]
 				w.attempts = 0
+				w.bo.Reset()
+				w.st.setState(StateActive) // parked: delivery goes on with the next event
 				continue
 			} else {
 				w.fail(perr)
