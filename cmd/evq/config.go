@@ -18,14 +18,21 @@ import (
 // config is the evq serve configuration file (JSON). Every field is
 // optional; flags given on the command line win over the file.
 type config struct {
-	Data      string          `json:"data"`       // data directory; default ./evq-data
-	HTTP      string          `json:"http"`       // API address; default 127.0.0.1:8055
-	Token     string          `json:"token"`      // API bearer token; required beyond loopback
-	LogFormat string          `json:"log_format"` // text (default) or json
-	LogLevel  string          `json:"log_level"`  // debug, info (default), warn, error
-	MaxEvent  int             `json:"max_event_size"`
-	Retention retentionConfig `json:"retention"`
-	Defaults  defaultsConfig  `json:"defaults"` // options a subscription does not give
+	Data      string `json:"data"`       // data directory; default ./evq-data
+	HTTP      string `json:"http"`       // API address; default 127.0.0.1:8055
+	Token     string `json:"token"`      // API bearer token; required beyond loopback
+	LogFormat string `json:"log_format"` // text (default) or json
+	LogLevel  string `json:"log_level"`  // debug, info (default), warn, error
+	MaxEvent  int    `json:"max_event_size"`
+	// Listen are the sockets on which evq takes events from OpenSIPS:
+	// tcp:host:port (event_stream/event_jsonrpc), udp:host:port and
+	// unix:/path (event_datagram). None by default.
+	Listen []string `json:"listen"`
+	// ListenEventParam names the param that holds the event name, for an
+	// OpenSIPS subscribed with event_param; the method is then ignored.
+	ListenEventParam string          `json:"listen_event_param"`
+	Retention        retentionConfig `json:"retention"`
+	Defaults         defaultsConfig  `json:"defaults"` // options a subscription does not give
 }
 
 type retentionConfig struct {
@@ -106,6 +113,12 @@ func (c *config) logOptions() *queue.Options {
 		MaxBytes:     c.Retention.MaxBytes,
 	}
 }
+
+// stringsFlag is a flag that may be given several times.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
 
 // parseInterleaved parses flags that may come before, between or after the
 // positional arguments, which it returns.

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/evq/evq/internal/evqtest"
+	"github.com/evq/evq/transports/stream"
 )
 
 // raiseBatches raises n events named name through the HTTP batch API from
@@ -273,5 +277,115 @@ func TestE2E_FlatstoreRotation(t *testing.T) {
 	waitFile(path, "E_CDR,c,7\n")
 	waitFile(path+".1", "E_CDR,a,7\n")
 	waitFile(path+".2", "E_CDR,b,7\n")
+	srv.Stop()
+}
+
+// TestE2E_Ingest is evq behind OpenSIPS: a sender pipelines reliable
+// JSON-RPC requests (as event_stream with reliable_mode) over 4 connections
+// into evq's tcp listener while the onward subscriber is down for part of
+// the time. Every request gets exactly one success reply, and every event is
+// later delivered onward, in order per connection.
+func TestE2E_Ingest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs evq as a child process")
+	}
+	const conns, each = 4, 12500 // 50,000 requests
+	bin := evqtest.BuildEvq(t, "../..")
+	in := evqtest.FreeAddr(t)
+	srv := evqtest.StartServer(t, bin, filepath.Join(t.TempDir(), "data"), "--listen", "tcp:"+in, "--listen-event-param", "opensips_event")
+	onward := evqtest.NewReceiver(t)
+	var sub struct{ ID uint64 }
+	if err := srv.Call("POST", "/v1/subscriptions", map[string]any{"event": "E_INGEST", "socket": onward.Socket(), "reliable": true, "max_inflight": 64}, &sub); err != nil {
+		t.Fatal(err)
+	}
+	onward.Stop() // down while the first part arrives
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	replies := 0
+	for k := 0; k < conns; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			c, err := net.Dial("tcp", in)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			go func() {
+				w := bufio.NewWriter(c)
+				for i := 0; i < each; i++ {
+					fmt.Fprintf(w, `{"id":%d,"jsonrpc":"2.0","method":"evq","params":{"opensips_event":"E_INGEST","conn":%d,"i":%d}}`, k*each+i, k, i)
+				}
+				w.Flush()
+			}()
+			br := bufio.NewReader(c)
+			c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+			for i := 0; i < each; i++ {
+				obj, err := stream.ReadObject(br, nil, 1<<20)
+				if err != nil {
+					t.Errorf("conn %d: reply %d: %v", k, i, err)
+					return
+				}
+				var r struct {
+					Result *uint64
+					ID     int
+				}
+				if json.Unmarshal(obj, &r) != nil || r.Result == nil || r.ID != k*each+i {
+					t.Errorf("conn %d: reply %d is %s", k, i, obj)
+					return
+				}
+				mu.Lock()
+				replies++
+				mu.Unlock()
+			}
+			// Exactly one reply per request: nothing more comes.
+			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if obj, err := stream.ReadObject(br, nil, 1<<20); err == nil {
+				t.Errorf("conn %d: an extra reply %s", k, obj)
+			}
+		}(k)
+		if k == 1 {
+			onward.Restart() // the subscriber comes back while requests still flow
+		}
+	}
+	wg.Wait()
+	if replies != conns*each {
+		t.Fatalf("%d success replies for %d requests", replies, conns*each)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var st struct{ Lag uint64 }
+		if err := srv.Call("GET", fmt.Sprintf("/v1/subscriptions/%d", sub.ID), nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Lag == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("onward lag still %d", st.Lag)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	next := make([]int, conns)
+	seen := make(map[uint64]bool)
+	for _, q := range onward.Requests() {
+		if seen[*q.ID] {
+			continue // a redelivery: at least once
+		}
+		seen[*q.ID] = true
+		var p struct{ Conn, I int }
+		json.Unmarshal(q.Params, &p)
+		if p.I != next[p.Conn] {
+			t.Fatalf("connection %d: event %d delivered after %d", p.Conn, p.I, next[p.Conn]-1)
+		}
+		next[p.Conn]++
+	}
+	for k, n := range next {
+		if n != each {
+			t.Fatalf("connection %d: %d of %d events delivered onward", k, n, each)
+		}
+	}
 	srv.Stop()
 }

@@ -15,11 +15,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/evq/evq"
 	"github.com/evq/evq/api"
 	"github.com/evq/evq/delivery"
 	"github.com/evq/evq/queue"
 	"github.com/evq/evq/transports"
+	"github.com/evq/evq/transports/datagram"
 	"github.com/evq/evq/transports/flatstore"
+	"github.com/evq/evq/transports/stream"
 )
 
 // shutdownTimeout bounds a graceful stop: open requests and the batches
@@ -34,6 +37,9 @@ func runServe(args []string) error {
 	token := fs.String("token", "", "bearer token for the HTTP API (required beyond loopback)")
 	logFormat := fs.String("log-format", "", "log format: text or json")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
+	var listen stringsFlag
+	fs.Var(&listen, "listen", "take events from OpenSIPS on this socket: tcp:HOST:PORT, udp:HOST:PORT or unix:/PATH (repeatable)")
+	listenEventParam := fs.String("listen-event-param", "", "the param holding the event name in ingested events (OpenSIPS event_param)")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return err
 	}
@@ -47,6 +53,10 @@ func runServe(args []string) error {
 		if *flagVal != "" {
 			*field = *flagVal
 		}
+	}
+	cfg.Listen = append(cfg.Listen, listen...)
+	if *listenEventParam != "" {
+		cfg.ListenEventParam = *listenEventParam
 	}
 	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
@@ -71,9 +81,16 @@ func runServe(args []string) error {
 		log.Close()
 		return err
 	}
+	listeners, err := startListeners(cfg.Listen, engine, cfg.ListenEventParam, logger)
+	if err != nil {
+		engine.Close(context.Background())
+		log.Close()
+		return err
+	}
 	srv := api.New(engine, log, &api.Options{Token: cfg.Token, Logger: logger, Defaults: cfg.Defaults.options(), Commits: commits})
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
+		closeListeners(listeners, logger)
 		engine.Close(context.Background())
 		log.Close()
 		return fmt.Errorf("listen on %s: %w (is another evq running? use --http to pick another address)", cfg.HTTP, err)
@@ -109,6 +126,7 @@ wait:
 	// the workers after their current batch, then flush cursors and close.
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	closeListeners(listeners, logger) // events already read are stored and answered first
 	srv.Stop()
 	if err := hs.Shutdown(ctx); err != nil {
 		logger.Warn("HTTP shutdown cut open requests", "err", err)
@@ -124,6 +142,44 @@ wait:
 		return serveErr
 	}
 	return nil
+}
+
+type closer interface{ Close() error }
+
+// startListeners opens the ingest sockets.
+func startListeners(sockets []string, engine *delivery.Engine, eventParam string, logger *slog.Logger) ([]closer, error) {
+	var out []closer
+	for _, s := range sockets {
+		sock, err := evq.ParseSocket(s)
+		if err != nil {
+			closeListeners(out, logger)
+			return nil, fmt.Errorf("--listen: %w", err)
+		}
+		var l closer
+		switch sock.Scheme {
+		case "tcp", "jsonrpc":
+			l, err = stream.Listen(sock.Addr(), engine, &stream.ListenerOptions{EventParam: eventParam, Logger: logger})
+		case "udp", "unix":
+			l, err = datagram.Listen(s, engine, eventParam, logger)
+		default:
+			err = fmt.Errorf("--listen %q: evq takes events on tcp:, udp: and unix: sockets", s)
+		}
+		if err != nil {
+			closeListeners(out, logger)
+			return nil, err
+		}
+		logger.Info("taking events from OpenSIPS", "listen", s)
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+func closeListeners(ls []closer, logger *slog.Logger) {
+	for _, l := range ls {
+		if err := l.Close(); err != nil {
+			logger.Warn("closing a listener", "err", err)
+		}
+	}
 }
 
 func loopback(addr string) bool {

@@ -1,0 +1,261 @@
+package stream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/evq/evq"
+)
+
+// Raiser stores events durably; delivery.Engine is one.
+type Raiser interface {
+	RaiseBatch(ctx context.Context, events []*evq.Event) error
+}
+
+// ListenerOptions configure a Listener. The zero value of each field means
+// the default in its comment.
+type ListenerOptions struct {
+	// EventParam, if set, names the param that holds the event name, as
+	// OpenSIPS's event_param; the method is then ignored.
+	EventParam string
+	// MaxMessage bounds one JSON object. 0 means 64 KiB.
+	MaxMessage int
+	// MaxPending bounds the requests read from one connection and not yet
+	// answered; reading pauses beyond it. 0 means 1024.
+	MaxPending int
+	// Logger receives dropped connections. nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// maxIngestBatch bounds the requests of one connection stored together.
+const maxIngestBatch = 1024
+
+// ListenerStats count what listeners accepted and refused.
+type ListenerStats struct {
+	Accepted, Rejected, StoreFailed, Connections atomic.Uint64
+}
+
+// Listener accepts the JSON-RPC stream that OpenSIPS's event_stream writes
+// and stores every event before it answers: a request (with an id) is
+// answered {"result": seq} once its event is fsynced, or with an error if it
+// could not be stored; a notification is stored without an answer. Requests
+// on one connection are stored in the order they came and answered in that
+// order, one reply per write, so that OpenSIPS (which handles at most 5
+// replies per read) never sees a burst.
+type Listener struct {
+	ln    net.Listener
+	r     Raiser
+	opts  ListenerOptions
+	stats ListenerStats
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	wg     sync.WaitGroup
+}
+
+// Listen starts a Listener on addr (host:port).
+func Listen(addr string, r Raiser, opts *ListenerOptions) (*Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp:%s: %w", addr, err)
+	}
+	var o ListenerOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.MaxMessage <= 0 {
+		o.MaxMessage = 64 << 10
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 1024
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Listener{ln: ln, r: r, opts: o, ctx: ctx, cancel: cancel, conns: make(map[net.Conn]bool)}
+	l.wg.Add(1)
+	go l.accept()
+	return l, nil
+}
+
+// Addr returns the listening address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Stats returns the listener's counters.
+func (l *Listener) Stats() *ListenerStats { return &l.stats }
+
+func (l *Listener) accept() {
+	defer l.wg.Done()
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		l.mu.Lock()
+		l.conns[c] = true
+		l.mu.Unlock()
+		l.stats.Connections.Add(1)
+		l.wg.Add(1)
+		go l.serve(c)
+	}
+}
+
+// item is one request in a connection's queue: an event to store, or an
+// error to answer, in arrival order.
+type item struct {
+	ev    *evq.Event
+	id    []byte
+	reply []byte // a ready error reply, or nil
+}
+
+func (l *Listener) serve(c net.Conn) {
+	defer l.wg.Done()
+	defer func() {
+		l.mu.Lock()
+		delete(l.conns, c)
+		l.mu.Unlock()
+		c.Close()
+	}()
+	queue := make(chan item, l.opts.MaxPending)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.answer(c, queue)
+	}()
+	l.read(c, queue)
+	close(queue)
+	<-done
+}
+
+// read parses requests off c into queue until the stream ends or cannot be
+// resynchronised.
+func (l *Listener) read(c net.Conn, queue chan<- item) {
+	br := bufio.NewReaderSize(c, 64<<10)
+	for {
+		obj, err := ReadObject(br, nil, l.opts.MaxMessage)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Not an object, too large, or cut short: the byte stream cannot
+			// be resynchronised. Say why, then close.
+			l.stats.Rejected.Add(1)
+			code, msg := CodeParseError, "Parse error: "+err.Error()
+			if errors.Is(err, ErrNotObject) {
+				code = CodeInvalidRequest
+				msg = "Invalid Request: " + err.Error()
+			}
+			queue <- item{reply: AppendError(nil, code, msg, nil)}
+			l.opts.Logger.Warn("closing an ingest connection", "remote", c.RemoteAddr().String(), "err", err)
+			return
+		}
+		req, err := ParseRequest(obj, l.opts.EventParam)
+		if err != nil {
+			l.stats.Rejected.Add(1)
+			var re *RequestError
+			errors.As(err, &re)
+			queue <- item{reply: AppendError(nil, re.Code, re.Message, req.ID)}
+			continue
+		}
+		queue <- item{ev: req.Event, id: req.ID}
+	}
+}
+
+// answer stores the queued events, everything waiting at once in one batch
+// (in order), and writes each reply in its own write.
+func (l *Listener) answer(c net.Conn, queue <-chan item) {
+	batch := make([]item, 0, 64)
+	events := make([]*evq.Event, 0, 64)
+	failed := make(map[*evq.Event]error)
+	var out []byte
+	dead := false // the peer is gone: keep storing, stop writing
+	write := func(b []byte) {
+		if dead {
+			return
+		}
+		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Write(b); err != nil {
+			dead = true
+		}
+	}
+	for it := range queue {
+		batch = append(batch[:0], it)
+	drain:
+		for len(batch) < maxIngestBatch {
+			select {
+			case it, ok := <-queue:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, it)
+			default:
+				break drain
+			}
+		}
+		events = events[:0]
+		for _, it := range batch {
+			if it.ev != nil {
+				events = append(events, it.ev)
+			}
+		}
+		clear(failed)
+		if len(events) > 0 {
+			if err := l.r.RaiseBatch(l.ctx, events); err != nil {
+				// One bad event must not fail the others: store them one by one.
+				for _, ev := range events {
+					if len(events) == 1 {
+						failed[ev] = err
+					} else if err := l.r.RaiseBatch(l.ctx, []*evq.Event{ev}); err != nil {
+						failed[ev] = err
+					}
+				}
+			}
+		}
+		l.stats.StoreFailed.Add(uint64(len(failed)))
+		l.stats.Accepted.Add(uint64(len(events) - len(failed)))
+		for _, it := range batch {
+			switch {
+			case it.reply != nil:
+				write(it.reply)
+			case it.id == nil: // a notification: no answer
+				if err := failed[it.ev]; err != nil {
+					l.opts.Logger.Warn("an ingested notification was not stored", "event", it.ev.Name, "err", err)
+				}
+			case failed[it.ev] != nil:
+				out = AppendError(out[:0], CodeServerError, "event not stored: "+failed[it.ev].Error(), it.id)
+				write(out)
+			default:
+				out = AppendResult(out[:0], it.ev.Seq, it.id)
+				write(out)
+			}
+		}
+	}
+}
+
+// Close stops accepting, closes every connection (events already read are
+// still stored and answered if the connection allows), and waits.
+func (l *Listener) Close() error {
+	err := l.ln.Close()
+	l.mu.Lock()
+	for c := range l.conns {
+		c.(interface{ CloseRead() error }).CloseRead()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+	l.cancel()
+	return err
+}
