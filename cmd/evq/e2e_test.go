@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -292,7 +294,8 @@ func TestE2E_Ingest(t *testing.T) {
 	const conns, each = 4, 12500 // 50,000 requests
 	bin := evqtest.BuildEvq(t, "../..")
 	in := evqtest.FreeAddr(t)
-	srv := evqtest.StartServer(t, bin, filepath.Join(t.TempDir(), "data"), "--listen", "tcp:"+in, "--listen-event-param", "opensips_event")
+	xin := evqtest.FreeAddr(t)
+	srv := evqtest.StartServer(t, bin, filepath.Join(t.TempDir(), "data"), "--listen", "tcp:"+in, "--listen", "xmlrpc:"+xin, "--listen-event-param", "opensips_event")
 	onward := evqtest.NewReceiver(t)
 	var sub struct{ ID uint64 }
 	if err := srv.Call("POST", "/v1/subscriptions", map[string]any{"event": "E_INGEST", "socket": onward.Socket(), "reliable": true, "max_inflight": 64}, &sub); err != nil {
@@ -386,6 +389,25 @@ func TestE2E_Ingest(t *testing.T) {
 		if n != each {
 			t.Fatalf("connection %d: %d of %d events delivered onward", k, n, each)
 		}
+	}
+	// The XML-RPC listener of the same server takes OpenSIPS's event_xmlrpc posts.
+	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "opensips", "A_named_str_int.xmlrpc_struct0.http"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	xc, err := net.Dial("tcp", xin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xc.Write(raw)
+	resp, err := http.ReadResponse(bufio.NewReader(xc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	xc.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "<i8>50001</i8>") {
+		t.Fatalf("xmlrpc ingest: %d %s", resp.StatusCode, body)
 	}
 	srv.Stop()
 }

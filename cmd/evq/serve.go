@@ -23,6 +23,7 @@ import (
 	"github.com/evq/evq/transports/datagram"
 	"github.com/evq/evq/transports/flatstore"
 	"github.com/evq/evq/transports/stream"
+	"github.com/evq/evq/transports/xmlrpc"
 )
 
 // shutdownTimeout bounds a graceful stop: open requests and the batches
@@ -38,7 +39,7 @@ func runServe(args []string) error {
 	logFormat := fs.String("log-format", "", "log format: text or json")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
 	var listen stringsFlag
-	fs.Var(&listen, "listen", "take events from OpenSIPS on this socket: tcp:HOST:PORT, udp:HOST:PORT or unix:/PATH (repeatable)")
+	fs.Var(&listen, "listen", "take events from OpenSIPS on this socket: tcp:HOST:PORT, udp:HOST:PORT, unix:/PATH or xmlrpc:HOST:PORT (repeatable)")
 	listenEventParam := fs.String("listen-event-param", "", "the param holding the event name in ingested events (OpenSIPS event_param)")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return err
@@ -150,6 +151,9 @@ type closer interface{ Close() error }
 func startListeners(sockets []string, engine *delivery.Engine, eventParam string, logger *slog.Logger) ([]closer, error) {
 	var out []closer
 	for _, s := range sockets {
+		if hp, ok := strings.CutPrefix(s, "xmlrpc:"); ok && strings.Count(hp, ":") == 1 {
+			s += ":evq" // a listener has no method: the socket syntax wants one
+		}
 		sock, err := evq.ParseSocket(s)
 		if err != nil {
 			closeListeners(out, logger)
@@ -161,8 +165,10 @@ func startListeners(sockets []string, engine *delivery.Engine, eventParam string
 			l, err = stream.Listen(sock.Addr(), engine, &stream.ListenerOptions{EventParam: eventParam, Logger: logger})
 		case "udp", "unix":
 			l, err = datagram.Listen(s, engine, eventParam, logger)
+		case "xmlrpc":
+			l, err = xmlrpc.Listen(sock.Addr(), engine, logger)
 		default:
-			err = fmt.Errorf("--listen %q: evq takes events on tcp:, udp: and unix: sockets", s)
+			err = fmt.Errorf("--listen %q: evq takes events on tcp:, udp:, unix: and xmlrpc: sockets", s)
 		}
 		if err != nil {
 			closeListeners(out, logger)
