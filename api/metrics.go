@@ -71,8 +71,10 @@ func newCollector(engine *delivery.Engine, log *queue.Log) *collector {
 	}
 }
 
+// Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
 
+// Collect implements prometheus.Collector.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.log.Stats()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
@@ -97,4 +99,60 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.deadLetters, float64(s.DeadLetters), l...)
 		gauge(c.state, 1, append(l, s.State)...)
 	}
+}
+
+// IngestCounts are what a listener counted.
+type IngestCounts struct {
+	Accepted, Rejected, StoreFailed uint64 // events
+	Refused, TimedOut               uint64 // connections (tcp)
+}
+
+// IngestSource is one listener as /metrics shows it.
+type IngestSource struct {
+	Name   string // its socket, such as tcp:127.0.0.1:9060
+	Counts func() IngestCounts
+}
+
+// IngestMetrics are the ingest listeners' counters and the reply latency of
+// the tcp listeners. Pass ObserveReply as stream.ListenerOptions.ObserveFunc.
+type IngestMetrics struct {
+	Sources []IngestSource
+	latency prometheus.Histogram
+}
+
+// NewIngestMetrics returns ingest metrics for the given listeners.
+func NewIngestMetrics(sources ...IngestSource) *IngestMetrics {
+	return &IngestMetrics{Sources: sources, latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "evq_ingest_reply_seconds", Help: "From reading an ingested request to writing its answer (fsync included).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})}
+}
+
+// ObserveReply records one answered request.
+func (m *IngestMetrics) ObserveReply(took time.Duration) { m.latency.Observe(took.Seconds()) }
+
+var (
+	ingestEvents = prometheus.NewDesc("evq_ingest_events_total", "Events taken from OpenSIPS, by listener and result (accepted, rejected as malformed, store_failed).", []string{"listener", "result"}, nil)
+	ingestConns  = prometheus.NewDesc("evq_ingest_connections_dropped_total", "Ingest connections refused (too many open) or cut off (an object too slow).", []string{"listener", "reason"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (m *IngestMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- ingestEvents
+	ch <- ingestConns
+	m.latency.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *IngestMetrics) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range m.Sources {
+		c := s.Counts()
+		for result, v := range map[string]uint64{"accepted": c.Accepted, "rejected": c.Rejected, "store_failed": c.StoreFailed} {
+			ch <- prometheus.MustNewConstMetric(ingestEvents, prometheus.CounterValue, float64(v), s.Name, result)
+		}
+		for reason, v := range map[string]uint64{"refused": c.Refused, "timed_out": c.TimedOut} {
+			ch <- prometheus.MustNewConstMetric(ingestConns, prometheus.CounterValue, float64(v), s.Name, reason)
+		}
+	}
+	m.latency.Collect(ch)
 }

@@ -57,6 +57,8 @@ type Options struct {
 	NowFunc func() time.Time
 	// Commits, if set, are exported at /metrics.
 	Commits *CommitMetrics
+	// Ingest, if set, is exported at /metrics.
+	Ingest *IngestMetrics
 }
 
 // New returns the API of engine over log.
@@ -78,6 +80,9 @@ func New(engine *delivery.Engine, log *queue.Log, opts *Options) *Server {
 	s.reg.MustRegister(newCollector(engine, log), prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	if o.Commits != nil {
 		s.reg.MustRegister(o.Commits.batch, o.Commits.latency)
+	}
+	if o.Ingest != nil {
+		s.reg.MustRegister(o.Ingest)
 	}
 	s.routes()
 	return s

@@ -282,6 +282,23 @@ func TestE2E_FlatstoreRotation(t *testing.T) {
 	srv.Stop()
 }
 
+// replyCounter counts, per Read, how many replies begin in the bytes read.
+type replyCounter struct {
+	net.Conn
+	perRead map[int]int
+}
+
+func (r *replyCounter) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	if n > 0 {
+		if r.perRead == nil {
+			r.perRead = make(map[int]int)
+		}
+		r.perRead[strings.Count(string(p[:n]), `{"jsonrpc"`)]++
+	}
+	return n, err
+}
+
 // TestE2E_Ingest is evq behind OpenSIPS: a sender pipelines reliable
 // JSON-RPC requests (as event_stream with reliable_mode) over 4 connections
 // into evq's tcp listener while the onward subscriber is down for part of
@@ -306,6 +323,7 @@ func TestE2E_Ingest(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	replies := 0
+	perRead := make(map[int]int) // replies starting in one read -> reads
 	for k := 0; k < conns; k++ {
 		wg.Add(1)
 		go func(k int) {
@@ -323,7 +341,15 @@ func TestE2E_Ingest(t *testing.T) {
 				}
 				w.Flush()
 			}()
-			br := bufio.NewReader(c)
+			rc := &replyCounter{Conn: c}
+			br := bufio.NewReaderSize(rc, 4096) // reads of up to 4 KiB, as a sender's socket read
+			defer func() {
+				mu.Lock()
+				for n, reads := range rc.perRead {
+					perRead[n] += reads
+				}
+				mu.Unlock()
+			}()
 			c.SetReadDeadline(time.Now().Add(2 * time.Minute))
 			for i := 0; i < each; i++ {
 				obj, err := stream.ReadObject(br, nil, 1<<20)
@@ -357,6 +383,16 @@ func TestE2E_Ingest(t *testing.T) {
 	if replies != conns*each {
 		t.Fatalf("%d success replies for %d requests", replies, conns*each)
 	}
+	reads, over5, most := 0, 0, 0
+	for n, r := range perRead {
+		reads += r
+		if n > 5 {
+			over5 += r
+		}
+		most = max(most, n)
+	}
+	t.Logf("sender side: %d reads, %d (%.1f%%) with more than 5 replies (OpenSIPS 4.1 drops the connection then), at most %d in one read",
+		reads, over5, 100*float64(over5)/float64(max(reads, 1)), most)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var st struct{ Lag uint64 }
@@ -390,6 +426,22 @@ func TestE2E_Ingest(t *testing.T) {
 			t.Fatalf("connection %d: %d of %d events delivered onward", k, n, each)
 		}
 	}
+	metrics, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(metrics.Body)
+	metrics.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`evq_ingest_events_total{listener="tcp:%s",result="accepted"} %d`, in, conns*each),
+		fmt.Sprintf(`evq_ingest_events_total{listener="tcp:%s",result="rejected"} 0`, in),
+		fmt.Sprintf("evq_ingest_reply_seconds_count %d", conns*each),
+	} {
+		if !strings.Contains(string(mb), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	// The XML-RPC listener of the same server takes OpenSIPS's event_xmlrpc posts.
 	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "opensips", "A_named_str_int.xmlrpc_struct0.http"))
 	if err != nil {

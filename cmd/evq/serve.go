@@ -82,13 +82,14 @@ func runServe(args []string) error {
 		log.Close()
 		return err
 	}
-	listeners, err := startListeners(cfg.Listen, engine, cfg.ListenEventParam, logger)
+	ingest := api.NewIngestMetrics()
+	listeners, err := startListeners(cfg.Listen, engine, cfg.ListenEventParam, logger, ingest)
 	if err != nil {
 		engine.Close(context.Background())
 		log.Close()
 		return err
 	}
-	srv := api.New(engine, log, &api.Options{Token: cfg.Token, Logger: logger, Defaults: cfg.Defaults.options(), Commits: commits})
+	srv := api.New(engine, log, &api.Options{Token: cfg.Token, Logger: logger, Defaults: cfg.Defaults.options(), Commits: commits, Ingest: ingest})
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		closeListeners(listeners, logger)
@@ -148,7 +149,7 @@ wait:
 type closer interface{ Close() error }
 
 // startListeners opens the ingest sockets.
-func startListeners(sockets []string, engine *delivery.Engine, eventParam string, logger *slog.Logger) ([]closer, error) {
+func startListeners(sockets []string, engine *delivery.Engine, eventParam string, logger *slog.Logger, m *api.IngestMetrics) ([]closer, error) {
 	var out []closer
 	for _, s := range sockets {
 		if hp, ok := strings.CutPrefix(s, "xmlrpc:"); ok && strings.Count(hp, ":") == 1 {
@@ -160,13 +161,36 @@ func startListeners(sockets []string, engine *delivery.Engine, eventParam string
 			return nil, fmt.Errorf("--listen: %w", err)
 		}
 		var l closer
+		var counts func() api.IngestCounts
 		switch sock.Scheme {
 		case "tcp", "jsonrpc":
-			l, err = stream.Listen(sock.Addr(), engine, &stream.ListenerOptions{EventParam: eventParam, Logger: logger})
+			var sl *stream.Listener
+			sl, err = stream.Listen(sock.Addr(), engine, &stream.ListenerOptions{EventParam: eventParam, Logger: logger, ObserveFunc: m.ObserveReply})
+			if err == nil {
+				l, counts = sl, func() api.IngestCounts {
+					st := sl.Stats()
+					return api.IngestCounts{Accepted: st.Accepted.Load(), Rejected: st.Rejected.Load(), StoreFailed: st.StoreFailed.Load(),
+						Refused: st.Refused.Load(), TimedOut: st.TimedOut.Load()}
+				}
+			}
 		case "udp", "unix":
-			l, err = datagram.Listen(s, engine, eventParam, logger)
+			var dl *datagram.Listener
+			dl, err = datagram.Listen(s, engine, eventParam, logger)
+			if err == nil {
+				l, counts = dl, func() api.IngestCounts {
+					st := dl.Stats()
+					return api.IngestCounts{Accepted: st.Accepted.Load(), Rejected: st.Rejected.Load(), StoreFailed: st.StoreFailed.Load()}
+				}
+			}
 		case "xmlrpc":
-			l, err = xmlrpc.Listen(sock.Addr(), engine, logger)
+			var xl *xmlrpc.Listener
+			xl, err = xmlrpc.Listen(sock.Addr(), engine, logger)
+			if err == nil {
+				l, counts = xl, func() api.IngestCounts {
+					st := xl.Stats()
+					return api.IngestCounts{Accepted: st.Accepted.Load(), Rejected: st.Rejected.Load(), StoreFailed: st.StoreFailed.Load()}
+				}
+			}
 		default:
 			err = fmt.Errorf("--listen %q: evq takes events on tcp:, udp:, unix: and xmlrpc: sockets", s)
 		}
@@ -175,6 +199,7 @@ func startListeners(sockets []string, engine *delivery.Engine, eventParam string
 			return nil, err
 		}
 		logger.Info("taking events from OpenSIPS", "listen", s)
+		m.Sources = append(m.Sources, api.IngestSource{Name: s, Counts: counts})
 		out = append(out, l)
 	}
 	return out, nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,8 +32,19 @@ type ListenerOptions struct {
 	// MaxPending bounds the requests read from one connection and not yet
 	// answered; reading pauses beyond it. 0 means 1024.
 	MaxPending int
+	// MaxConns bounds open connections; one more is closed at once. 0
+	// means 1024.
+	MaxConns int
+	// ObjectTimeout bounds how long one object may take to arrive once it
+	// has started (a slowloris sender is cut off). Idle time between
+	// objects is not bounded: OpenSIPS keeps its connection open. 0 means
+	// 30 seconds.
+	ObjectTimeout time.Duration
 	// Logger receives dropped connections. nil means slog.Default().
 	Logger *slog.Logger
+	// ObserveFunc, if set, is called with the time from reading each
+	// request to writing its answer (for metrics).
+	ObserveFunc func(took time.Duration)
 }
 
 // maxIngestBatch bounds the requests of one connection stored together.
@@ -41,6 +53,10 @@ const maxIngestBatch = 1024
 // ListenerStats count what listeners accepted and refused.
 type ListenerStats struct {
 	Accepted, Rejected, StoreFailed, Connections atomic.Uint64
+	// Refused counts connections closed at once because MaxConns were open.
+	Refused atomic.Uint64
+	// TimedOut counts connections cut off for sending an object too slowly.
+	TimedOut atomic.Uint64
 }
 
 // Listener accepts the JSON-RPC stream that OpenSIPS's event_stream writes
@@ -51,10 +67,11 @@ type ListenerStats struct {
 // order, one reply per write, so that OpenSIPS (which handles at most 5
 // replies per read) never sees a burst.
 type Listener struct {
-	ln    net.Listener
-	r     Raiser
-	opts  ListenerOptions
-	stats ListenerStats
+	ln      net.Listener
+	r       Raiser
+	opts    ListenerOptions
+	stats   ListenerStats
+	lastLog atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,6 +95,12 @@ func Listen(addr string, r Raiser, opts *ListenerOptions) (*Listener, error) {
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = 1024
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 1024
+	}
+	if o.ObjectTimeout <= 0 {
+		o.ObjectTimeout = 30 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -106,8 +129,17 @@ func (l *Listener) accept() {
 			tc.SetNoDelay(true)
 		}
 		l.mu.Lock()
-		l.conns[c] = true
+		full := len(l.conns) >= l.opts.MaxConns
+		if !full {
+			l.conns[c] = true
+		}
 		l.mu.Unlock()
+		if full {
+			l.stats.Refused.Add(1)
+			c.Close()
+			l.warn("refused a connection: too many open", "max_conns", l.opts.MaxConns, "remote", c.RemoteAddr().String())
+			continue
+		}
 		l.stats.Connections.Add(1)
 		l.wg.Add(1)
 		go l.serve(c)
@@ -119,7 +151,8 @@ func (l *Listener) accept() {
 type item struct {
 	ev    *evq.Event
 	id    []byte
-	reply []byte // a ready error reply, or nil
+	reply []byte    // a ready error reply, or nil
+	read  time.Time // when the request was read
 }
 
 func (l *Listener) serve(c net.Conn) {
@@ -146,9 +179,21 @@ func (l *Listener) serve(c net.Conn) {
 func (l *Listener) read(c net.Conn, queue chan<- item) {
 	br := bufio.NewReaderSize(c, 64<<10)
 	for {
+		// Wait as long as it takes for the next object to start, then give
+		// it ObjectTimeout to arrive whole.
+		c.SetReadDeadline(time.Time{})
+		if _, err := br.Peek(1); err != nil {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(l.opts.ObjectTimeout))
 		obj, err := ReadObject(br, nil, l.opts.MaxMessage)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				l.stats.TimedOut.Add(1)
+				l.warn("closing an ingest connection: an object took too long", "remote", c.RemoteAddr().String(), "timeout", l.opts.ObjectTimeout)
 				return
 			}
 			// Not an object, too large, or cut short: the byte stream cannot
@@ -160,7 +205,7 @@ func (l *Listener) read(c net.Conn, queue chan<- item) {
 				msg = "Invalid Request: " + err.Error()
 			}
 			queue <- item{reply: AppendError(nil, code, msg, nil)}
-			l.opts.Logger.Warn("closing an ingest connection", "remote", c.RemoteAddr().String(), "err", err)
+			l.warn("closing an ingest connection", "remote", c.RemoteAddr().String(), "err", err)
 			return
 		}
 		req, err := ParseRequest(obj, l.opts.EventParam)
@@ -171,7 +216,7 @@ func (l *Listener) read(c net.Conn, queue chan<- item) {
 			queue <- item{reply: AppendError(nil, re.Code, re.Message, req.ID)}
 			continue
 		}
-		queue <- item{ev: req.Event, id: req.ID}
+		queue <- item{ev: req.Event, id: req.ID, read: time.Now()}
 	}
 }
 
@@ -233,7 +278,7 @@ func (l *Listener) answer(c net.Conn, queue <-chan item) {
 				write(it.reply)
 			case it.id == nil: // a notification: no answer
 				if err := failed[it.ev]; err != nil {
-					l.opts.Logger.Warn("an ingested notification was not stored", "event", it.ev.Name, "err", err)
+					l.warn("an ingested notification was not stored", "event", it.ev.Name, "err", err)
 				}
 			case failed[it.ev] != nil:
 				out = AppendError(out[:0], CodeServerError, "event not stored: "+failed[it.ev].Error(), it.id)
@@ -241,8 +286,20 @@ func (l *Listener) answer(c net.Conn, queue <-chan item) {
 			default:
 				out = AppendResult(out[:0], it.ev.Seq, it.id)
 				write(out)
+				if l.opts.ObserveFunc != nil {
+					l.opts.ObserveFunc(time.Since(it.read))
+				}
 			}
 		}
+	}
+}
+
+// warn logs at most one line every 10 seconds, so that a flood of bad
+// input cannot flood the log; the counters keep the full story.
+func (l *Listener) warn(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	if last := l.lastLog.Load(); now-last > int64(10*time.Second) && l.lastLog.CompareAndSwap(last, now) {
+		l.opts.Logger.Warn(msg, append(args, "rejected_so_far", l.stats.Rejected.Load(), "refused_so_far", l.stats.Refused.Load())...)
 	}
 }
 

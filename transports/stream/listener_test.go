@@ -274,3 +274,53 @@ func TestListener_PipelinedConnections(t *testing.T) {
 		next[k]++
 	}
 }
+
+func TestListener_Limits(t *testing.T) {
+	ln, l := listen(t, &stream.ListenerOptions{MaxConns: 2, ObjectTimeout: 200 * time.Millisecond})
+	a, _ := exchange(t, ln, `{"id":1,"method":"E_L"}`, 1)
+	if !strings.Contains(a[0], `"result"`) {
+		t.Fatal(a)
+	}
+	// A slowloris sender: starts an object and never finishes it.
+	slow, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.Write([]byte(`{"id":2,"method":"E_L","params":{"a":"`))
+	// The limit is reached: a third connection is closed at once.
+	third, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := third.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a connection over MaxConns was served")
+	}
+	third.Close()
+	// The slow one is cut off after ObjectTimeout, which frees its place.
+	slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := slow.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the slowloris connection got an answer")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ln.Stats().TimedOut.Load() != 1 || ln.Stats().Refused.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out %d, refused %d", ln.Stats().TimedOut.Load(), ln.Stats().Refused.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// An idle connection is not cut off: it may wait long between objects.
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	time.Sleep(400 * time.Millisecond) // longer than ObjectTimeout, on purpose
+	idle.Write([]byte(`{"id":3,"method":"E_L"}`))
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if obj, err := stream.ReadObject(bufio.NewReader(idle), nil, 1024); err != nil || !strings.Contains(string(obj), `"result"`) {
+		t.Fatalf("idle connection: %s %v", obj, err)
+	}
+	waitStored(t, l, "E_L", 2)
+}
