@@ -105,6 +105,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 type IngestCounts struct {
 	Accepted, Rejected, StoreFailed uint64 // events
 	Refused, TimedOut               uint64 // connections (tcp)
+	// Rejected by reason, where the listener tells (tcp); the rest of
+	// Rejected is reported as "rejected".
+	ParseErrors, InvalidRequests, InvalidParams, Oversize uint64
 }
 
 // IngestSource is one listener as /metrics shows it.
@@ -132,7 +135,7 @@ func NewIngestMetrics(sources ...IngestSource) *IngestMetrics {
 func (m *IngestMetrics) ObserveReply(took time.Duration) { m.latency.Observe(took.Seconds()) }
 
 var (
-	ingestEvents = prometheus.NewDesc("evq_ingest_events_total", "Events taken from OpenSIPS, by listener and result (accepted, rejected as malformed, store_failed).", []string{"listener", "result"}, nil)
+	ingestEvents = prometheus.NewDesc("evq_ingest_events_total", "Events taken from OpenSIPS, by listener and result: accepted, store_failed, or refused as parse_error, invalid_request, invalid_params, oversize (rejected: malformed, for listeners that do not tell why).", []string{"listener", "result"}, nil)
 	ingestConns  = prometheus.NewDesc("evq_ingest_connections_dropped_total", "Ingest connections refused (too many open) or cut off (an object too slow).", []string{"listener", "reason"}, nil)
 )
 
@@ -147,7 +150,9 @@ func (m *IngestMetrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *IngestMetrics) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range m.Sources {
 		c := s.Counts()
-		for result, v := range map[string]uint64{"accepted": c.Accepted, "rejected": c.Rejected, "store_failed": c.StoreFailed} {
+		other := c.Rejected - c.ParseErrors - c.InvalidRequests - c.InvalidParams - c.Oversize
+		for result, v := range map[string]uint64{"accepted": c.Accepted, "rejected": other, "store_failed": c.StoreFailed,
+			"parse_error": c.ParseErrors, "invalid_request": c.InvalidRequests, "invalid_params": c.InvalidParams, "oversize": c.Oversize} {
 			ch <- prometheus.MustNewConstMetric(ingestEvents, prometheus.CounterValue, float64(v), s.Name, result)
 		}
 		for reason, v := range map[string]uint64{"refused": c.Refused, "timed_out": c.TimedOut} {

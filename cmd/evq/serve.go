@@ -170,7 +170,8 @@ func startListeners(sockets []string, engine *delivery.Engine, eventParam string
 				l, counts = sl, func() api.IngestCounts {
 					st := sl.Stats()
 					return api.IngestCounts{Accepted: st.Accepted.Load(), Rejected: st.Rejected.Load(), StoreFailed: st.StoreFailed.Load(),
-						Refused: st.Refused.Load(), TimedOut: st.TimedOut.Load()}
+						Refused: st.Refused.Load(), TimedOut: st.TimedOut.Load(), ParseErrors: st.ParseErrors.Load(),
+						InvalidRequests: st.InvalidRequests.Load(), InvalidParams: st.InvalidParams.Load(), Oversize: st.Oversize.Load()}
 				}
 			}
 		case "udp", "unix":

@@ -57,6 +57,23 @@ type ListenerStats struct {
 	Refused atomic.Uint64
 	// TimedOut counts connections cut off for sending an object too slowly.
 	TimedOut atomic.Uint64
+	// Rejected, by reason: invalid JSON, not a request, bad params or event
+	// name, and objects over MaxMessage.
+	ParseErrors, InvalidRequests, InvalidParams, Oversize atomic.Uint64
+}
+
+func (s *ListenerStats) reject(code int, oversize bool) {
+	s.Rejected.Add(1)
+	switch {
+	case oversize:
+		s.Oversize.Add(1)
+	case code == CodeParseError:
+		s.ParseErrors.Add(1)
+	case code == CodeInvalidRequest:
+		s.InvalidRequests.Add(1)
+	default:
+		s.InvalidParams.Add(1)
+	}
 }
 
 // Listener accepts the JSON-RPC stream that OpenSIPS's event_stream writes
@@ -198,21 +215,21 @@ func (l *Listener) read(c net.Conn, queue chan<- item) {
 			}
 			// Not an object, too large, or cut short: the byte stream cannot
 			// be resynchronised. Say why, then close.
-			l.stats.Rejected.Add(1)
 			code, msg := CodeParseError, "Parse error: "+err.Error()
 			if errors.Is(err, ErrNotObject) {
 				code = CodeInvalidRequest
 				msg = "Invalid Request: " + err.Error()
 			}
+			l.stats.reject(code, errors.Is(err, ErrTooLarge))
 			queue <- item{reply: AppendError(nil, code, msg, nil)}
 			l.warn("closing an ingest connection", "remote", c.RemoteAddr().String(), "err", err)
 			return
 		}
 		req, err := ParseRequest(obj, l.opts.EventParam)
 		if err != nil {
-			l.stats.Rejected.Add(1)
 			var re *RequestError
 			errors.As(err, &re)
+			l.stats.reject(re.Code, false)
 			queue <- item{reply: AppendError(nil, re.Code, re.Message, req.ID)}
 			continue
 		}

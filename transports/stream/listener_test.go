@@ -146,7 +146,7 @@ func TestListener_BadInput(t *testing.T) {
 		`"code":-32602,"message":"Invalid params: bad params: param \"a\": nested objects`,
 		`{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}`,
 		`{"jsonrpc":"2.0","result":2,"id":"six"}`,
-	} {
+	} { // rejected so far: invalid request 1, invalid params 2, parse 1
 		if !strings.Contains(replies[i], want) {
 			t.Errorf("reply %d: %s, want %s", i, replies[i], want)
 		}
@@ -176,6 +176,11 @@ func TestListener_BadInput(t *testing.T) {
 		}
 		// What was answered before is stored.
 		waitStored(t, l, "E_OK", 5)
+		st := ln.Stats()
+		if st.ParseErrors.Load() != 2 || st.InvalidRequests.Load() != 3 || st.InvalidParams.Load() != 2 || st.Oversize.Load() != 1 || st.Rejected.Load() != 8 {
+			t.Errorf("rejected by reason: parse %d, invalid request %d, invalid params %d, oversize %d, total %d",
+				st.ParseErrors.Load(), st.InvalidRequests.Load(), st.InvalidParams.Load(), st.Oversize.Load(), st.Rejected.Load())
+		}
 	})
 }
 
@@ -323,4 +328,50 @@ func TestListener_Limits(t *testing.T) {
 		t.Fatalf("idle connection: %s %v", obj, err)
 	}
 	waitStored(t, l, "E_L", 2)
+}
+
+// TestListener_ManyConnections opens 1500 connections at once, each sending
+// one request, while another sender writes garbage: every request is
+// answered and stored, and the garbage affects nobody else.
+func TestListener_ManyConnections(t *testing.T) {
+	ln, l := listen(t, &stream.ListenerOptions{MaxConns: 4096})
+	bad, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	go func() {
+		for i := 0; i < 100; i++ {
+			if _, err := bad.Write([]byte(`{"id":1,"method":5}{"x":\xff\xfe}{{{`)); err != nil {
+				return
+			}
+		}
+	}()
+	const n = 1500
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			fmt.Fprintf(c, `{"id":%d,"jsonrpc":"2.0","method":"E_MANY","params":{"i":%d}}`, i, i)
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			obj, err := stream.ReadObject(bufio.NewReader(c), nil, 1024)
+			if err != nil || !strings.Contains(string(obj), fmt.Sprintf(`,"id":%d}`, i)) || !strings.Contains(string(obj), `"result"`) {
+				errs <- fmt.Errorf("connection %d: %s %v", i, obj, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitStored(t, l, "E_MANY", n)
 }
