@@ -193,3 +193,11 @@ type DeadLetter struct {
 	Error    string
 	Time     time.Time // when it was parked
 }
+
+// Raiser stores events durably: what an ingest listener hands the events
+// it receives to. delivery.Engine is one.
+type Raiser interface {
+	// RaiseBatch stores events in one commit and returns after the fsync,
+	// with their Seq set.
+	RaiseBatch(ctx context.Context, events []*Event) error
+}

@@ -15,11 +15,6 @@ import (
 	"github.com/evq/evq/transports/stream"
 )
 
-// Raiser stores events durably; delivery.Engine is one.
-type Raiser interface {
-	RaiseBatch(ctx context.Context, events []*evq.Event) error
-}
-
 // ListenerStats count what a listener stored and refused.
 type ListenerStats struct {
 	Accepted, Rejected, StoreFailed atomic.Uint64
@@ -33,7 +28,7 @@ type Listener struct {
 	pc         net.PacketConn
 	network    string
 	path       string // unix: the socket file, removed at Close
-	r          Raiser
+	r          evq.Raiser
 	eventParam string
 	logger     *slog.Logger
 	stats      ListenerStats
@@ -43,7 +38,7 @@ type Listener struct {
 
 // Listen starts a datagram listener on a udp:host:port or unix:/path socket.
 // eventParam, if set, names the param holding the event name.
-func Listen(socket string, r Raiser, eventParam string, logger *slog.Logger) (*Listener, error) {
+func Listen(socket string, r evq.Raiser, eventParam string, logger *slog.Logger) (*Listener, error) {
 	sock, err := evq.ParseSocket(socket)
 	if err != nil {
 		return nil, err

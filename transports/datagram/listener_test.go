@@ -22,21 +22,6 @@ func (r logRaiser) RaiseBatch(ctx context.Context, evs []*evq.Event) error {
 	return r.l.Append(ctx, evs...)
 }
 
-func waitStored(t *testing.T, l *queue.Log, name string, n int) []*evq.Event {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		evs, _ := l.Read(name, 0, 100000)
-		if len(evs) >= n {
-			return evs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d %s events stored, want %d", len(evs), name, n)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestListener(t *testing.T) {
 	for _, tt := range []struct{ network, capture string }{{"udp", "A_single_named.udp.bin"}, {"unixgram", "A_single_named.unix.bin"}} {
 		t.Run(tt.network, func(t *testing.T) {
@@ -45,7 +30,7 @@ func TestListener(t *testing.T) {
 			if tt.network == "unixgram" {
 				socket = "unix:" + filepath.Join(t.TempDir(), "in.sock")
 			}
-			ln, err := datagram.Listen(socket, logRaiser{l}, "", nil)
+			ln, err := datagram.Listen(socket, evqtest.LogRaiser{Log: l}, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,7 +46,7 @@ func TestListener(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			evs := waitStored(t, l, "E_EVQ_TEST", 2)
+			evs := evqtest.WaitStored(t, l, "E_EVQ_TEST", 2)
 			if evs[0].Params[0].Name != "ip" || evs[0].Params[0].Value.Str != "192.168.2.11" || evs[1].Named {
 				t.Fatalf("%+v %+v", evs[0], evs[1])
 			}
@@ -80,7 +65,7 @@ func TestListener(t *testing.T) {
 
 func TestListener_InOrder(t *testing.T) {
 	l := evqtest.MustOpenLog(t, nil)
-	ln, err := datagram.Listen("unix:"+filepath.Join(t.TempDir(), "in.sock"), logRaiser{l}, "opensips_event", nil)
+	ln, err := datagram.Listen("unix:"+filepath.Join(t.TempDir(), "in.sock"), evqtest.LogRaiser{Log: l}, "opensips_event", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +80,7 @@ func TestListener_InOrder(t *testing.T) {
 		fmt.Fprintf(c, `{"jsonrpc":"2.0","method":"x","params":{"opensips_event":"E_D","i":%d}}`, i)
 	}
 	c.Write([]byte(`{"jsonrpc":"2.0","method":"x","params":{"opensips_event":"E_D","p":"` + strings.Repeat("y", 65500) + `"}}`)) // oversize
-	evs := waitStored(t, l, "E_D", n)
+	evs := evqtest.WaitStored(t, l, "E_D", n)
 	for i, ev := range evs {
 		if ev.Params[0].Value.Int != int64(i) {
 			t.Fatalf("event %d holds %d", i, ev.Params[0].Value.Int)

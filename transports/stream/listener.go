@@ -16,11 +16,6 @@ import (
 	"github.com/evq/evq"
 )
 
-// Raiser stores events durably; delivery.Engine is one.
-type Raiser interface {
-	RaiseBatch(ctx context.Context, events []*evq.Event) error
-}
-
 // ListenerOptions configure a Listener. The zero value of each field means
 // the default in its comment.
 type ListenerOptions struct {
@@ -85,7 +80,7 @@ func (s *ListenerStats) reject(code int, oversize bool) {
 // replies per read) never sees a burst.
 type Listener struct {
 	ln      net.Listener
-	r       Raiser
+	r       evq.Raiser
 	opts    ListenerOptions
 	stats   ListenerStats
 	lastLog atomic.Int64
@@ -98,7 +93,7 @@ type Listener struct {
 }
 
 // Listen starts a Listener on addr (host:port).
-func Listen(addr string, r Raiser, opts *ListenerOptions) (*Listener, error) {
+func Listen(addr string, r evq.Raiser, opts *ListenerOptions) (*Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen tcp:%s: %w", addr, err)

@@ -19,7 +19,6 @@ import (
 	"github.com/evq/evq/transports/stream"
 )
 
-// logRaiser stores straight into a log.
 type logRaiser struct{ l *queue.Log }
 
 func (r logRaiser) RaiseBatch(ctx context.Context, evs []*evq.Event) error {
@@ -29,7 +28,7 @@ func (r logRaiser) RaiseBatch(ctx context.Context, evs []*evq.Event) error {
 func listen(t *testing.T, opts *stream.ListenerOptions) (*stream.Listener, *queue.Log) {
 	t.Helper()
 	l := evqtest.MustOpenLog(t, nil)
-	ln, err := stream.Listen("127.0.0.1:0", logRaiser{l}, opts)
+	ln, err := stream.Listen("127.0.0.1:0", evqtest.LogRaiser{Log: l}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,28 +67,13 @@ func capture(t *testing.T, name string) string {
 	return string(b)
 }
 
-func waitStored(t *testing.T, l *queue.Log, name string, n int) []*evq.Event {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		evs, _ := l.Read(name, 0, 100000)
-		if len(evs) >= n {
-			return evs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d %s events stored, want %d", len(evs), name, n)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestListener_ReliableCapture(t *testing.T) {
 	ln, l := listen(t, &stream.ListenerOptions{EventParam: "opensips_event"})
 	replies, _ := exchange(t, ln, capture(t, "D_named.stream_rm1_event_param.bin"), 1)
 	if replies[0] != `{"jsonrpc":"2.0","result":1,"id":1225711609}` {
 		t.Fatalf("reply %s", replies[0])
 	}
-	evs := waitStored(t, l, "E_EVQ_TEST", 1)
+	evs := evqtest.WaitStored(t, l, "E_EVQ_TEST", 1)
 	if fmt.Sprint(evs[0].Params) != fmt.Sprint([]evq.Param{{Name: "str", Value: evq.String("hello")}, {Name: "int", Value: evq.Int(42)}}) {
 		t.Fatalf("stored %+v", evs[0].Params)
 	}
@@ -107,7 +91,7 @@ func TestListener_RequestsAnsweredInOrder(t *testing.T) {
 			t.Fatalf("reply %d: %s, want %s", i, replies[i], want[i])
 		}
 	}
-	evs := waitStored(t, l, "E_EVQ_REL", 3)
+	evs := evqtest.WaitStored(t, l, "E_EVQ_REL", 3)
 	if evs[2].Params[0].Value.Int != 2 {
 		t.Fatalf("%+v", evs[2])
 	}
@@ -121,7 +105,7 @@ func TestListener_NotificationsCapture(t *testing.T) {
 	}
 	defer c.Close()
 	c.Write([]byte(capture(t, "A_stream_rm0_full_connection_9001.bin")))
-	evs := waitStored(t, l, "E_EVQ_TEST", 8)
+	evs := evqtest.WaitStored(t, l, "E_EVQ_TEST", 8)
 	if evs[1].Named || len(evs[1].Params) != 3 || evs[1].Params[2].Value.Str != "3" {
 		t.Errorf("OpenSIPS's {\"\":…} params: %+v", evs[1])
 	}
@@ -151,7 +135,7 @@ func TestListener_BadInput(t *testing.T) {
 			t.Errorf("reply %d: %s, want %s", i, replies[i], want)
 		}
 	}
-	if evs := waitStored(t, l, "E_OK", 2); evs[1].Named || evs[1].Params[1].Value.Str != "x" {
+	if evs := evqtest.WaitStored(t, l, "E_OK", 2); evs[1].Named || evs[1].Params[1].Value.Str != "x" {
 		t.Fatalf("%+v", evs[1])
 	}
 
@@ -175,7 +159,7 @@ func TestListener_BadInput(t *testing.T) {
 			}
 		}
 		// What was answered before is stored.
-		waitStored(t, l, "E_OK", 5)
+		evqtest.WaitStored(t, l, "E_OK", 5)
 		st := ln.Stats()
 		if st.ParseErrors.Load() != 2 || st.InvalidRequests.Load() != 3 || st.InvalidParams.Load() != 2 || st.Oversize.Load() != 1 || st.Rejected.Load() != 8 {
 			t.Errorf("rejected by reason: parse %d, invalid request %d, invalid params %d, oversize %d, total %d",
@@ -220,7 +204,7 @@ func TestListener_StorageFull(t *testing.T) {
 	if r := send(9999); !strings.Contains(r, `"result"`) {
 		t.Fatalf("after space returned: %s", r)
 	}
-	waitStored(t, l, "E_BIG", stored+1)
+	evqtest.WaitStored(t, l, "E_BIG", stored+1)
 }
 
 // TestListener_PipelinedConnections sends requests back to back on several
@@ -269,7 +253,7 @@ func TestListener_PipelinedConnections(t *testing.T) {
 		}(k)
 	}
 	wg.Wait()
-	evs := waitStored(t, l, "E_P", conns*each)
+	evs := evqtest.WaitStored(t, l, "E_P", conns*each)
 	next := make([]int64, conns)
 	for _, ev := range evs {
 		k, i := ev.Params[0].Value.Int, ev.Params[1].Value.Int
@@ -327,7 +311,7 @@ func TestListener_Limits(t *testing.T) {
 	if obj, err := stream.ReadObject(bufio.NewReader(idle), nil, 1024); err != nil || !strings.Contains(string(obj), `"result"`) {
 		t.Fatalf("idle connection: %s %v", obj, err)
 	}
-	waitStored(t, l, "E_L", 2)
+	evqtest.WaitStored(t, l, "E_L", 2)
 }
 
 // TestListener_ManyConnections opens 1500 connections at once, each sending
@@ -373,5 +357,5 @@ func TestListener_ManyConnections(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	waitStored(t, l, "E_MANY", n)
+	evqtest.WaitStored(t, l, "E_MANY", n)
 }

@@ -18,11 +18,6 @@ import (
 	"github.com/evq/evq/transports/stream"
 )
 
-// Raiser stores events durably; delivery.Engine is one.
-type Raiser interface {
-	RaiseBatch(ctx context.Context, events []*evq.Event) error
-}
-
 // ListenerStats count what a listener stored and refused.
 type ListenerStats struct {
 	Accepted, Rejected, StoreFailed atomic.Uint64
@@ -37,7 +32,7 @@ type ListenerStats struct {
 type Listener struct {
 	ln    net.Listener
 	srv   *http.Server
-	r     Raiser
+	r     evq.Raiser
 	stats ListenerStats
 	done  chan struct{}
 }
@@ -46,7 +41,7 @@ type Listener struct {
 const maxRequest = 1 << 20
 
 // Listen starts an XML-RPC listener on addr (host:port).
-func Listen(addr string, r Raiser, logger *slog.Logger) (*Listener, error) {
+func Listen(addr string, r evq.Raiser, logger *slog.Logger) (*Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen xmlrpc:%s: %w", addr, err)

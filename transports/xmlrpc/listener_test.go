@@ -46,7 +46,7 @@ func post(t *testing.T, addr string, raw []byte) (int, string) {
 
 func TestListener_Captures(t *testing.T) {
 	l := evqtest.MustOpenLog(t, nil)
-	ln, err := xmlrpc.Listen("127.0.0.1:0", logRaiser{l}, nil)
+	ln, err := xmlrpc.Listen("127.0.0.1:0", evqtest.LogRaiser{Log: l}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestListener_Captures(t *testing.T) {
 
 func TestListener_Faults(t *testing.T) {
 	l := evqtest.MustOpenLog(t, nil)
-	ln, err := xmlrpc.Listen("127.0.0.1:0", logRaiser{l}, nil)
+	ln, err := xmlrpc.Listen("127.0.0.1:0", evqtest.LogRaiser{Log: l}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
