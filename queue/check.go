@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"time"
 
 	"github.com/evq/evq"
 	bolt "go.etcd.io/bbolt"
@@ -45,7 +47,13 @@ func (l *Log) Check() (*CheckReport, error) {
 // starting a committer. It is what `evq check` runs.
 func CheckFile(path string) (*CheckReport, error) {
 	r := &CheckReport{}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2e9})
+	// bbolt's page walk runs in its own goroutine, where a page past the end
+	// of a cut-short file cannot be recovered from: check the shape first.
+	if err := CheckStartup(path); err != nil {
+		r.addf("%s", err.Error())
+		return r, fmt.Errorf("check %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return r, fmt.Errorf("check %s: the file is locked by a running evq; stop it or check a copy", path)
@@ -161,3 +169,71 @@ func checkTx(tx *bolt.Tx, r *CheckReport) error {
 		})
 	})
 }
+
+// CheckStartup is the check evq serve runs before it opens a store: cheap
+// enough for any size, it finds a truncated file (pages past its end would
+// crash a reader), damaged meta pages, missing buckets, unreadable first or
+// last events, and cursors past the last seq. A full check of every page is
+// CheckFile ("evq check"). A store that does not exist yet passes.
+func CheckStartup(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return fmt.Errorf("check %s: the file is locked by another evq process", path)
+		}
+		return fmt.Errorf("%s: %w: %w", path, ErrCorrupt, err)
+	}
+	defer db.Close()
+	err = safeView(db, func(tx *bolt.Tx) error {
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("%w: the file is %d bytes but its pages reach %d: it was cut short", ErrCorrupt, fi.Size(), tx.Size())
+		}
+		for _, name := range [][]byte{bucketEvents, bucketSubs, bucketCursors, bucketDLQ, bucketMeta} {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("%w: bucket %q is missing", ErrCorrupt, name)
+			}
+		}
+		if v := tx.Bucket(bucketMeta).Get(keyVersion); len(v) != 1 || v[0] != formatVersion {
+			return fmt.Errorf("%w: format version %v", ErrCorrupt, v)
+		}
+		last := u64(tx.Bucket(bucketMeta).Get(keyLastSeq))
+		events := tx.Bucket(bucketEvents)
+		err := events.ForEachBucket(func(name []byte) error {
+			c := events.Bucket(name).Cursor()
+			for _, kv := range [][2][]byte{kvOf(c.First()), kvOf(c.Last())} {
+				if kv[0] == nil {
+					continue
+				}
+				if len(kv[0]) != 8 || keySeq(kv[0]) > last {
+					return fmt.Errorf("%w: %s: key %x beyond the last seq %d", ErrCorrupt, name, kv[0], last)
+				}
+				if _, err := decodeEvent(string(name), keySeq(kv[0]), kv[1]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketCursors).ForEach(func(k, v []byte) error {
+			if u64(v) > last {
+				return fmt.Errorf("%w: subscription %d's cursor %d is past the last seq %d", ErrCorrupt, keySeq(k), u64(v), last)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func kvOf(k, v []byte) [2][]byte { return [2][]byte{k, v} }

@@ -72,6 +72,9 @@ func runServe(args []string) error {
 	lopts.Logger = logger
 	lopts.CommitFunc = commits.Observe
 	path := filepath.Join(cfg.Data, "evq.db")
+	if err := queue.CheckStartup(path); err != nil {
+		return fmt.Errorf("refusing to start on a damaged store: %w\nkeep a copy of %s, run \"evq check --data %s\" for a full report, then restore a backup or start with a new --data directory", err, path, cfg.Data)
+	}
 	log, err := queue.Open(path, lopts)
 	if err != nil {
 		return err
