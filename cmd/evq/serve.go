@@ -67,6 +67,10 @@ func runServe(args []string) error {
 		return fmt.Errorf("refusing to serve the API on %s without a token: give --token, or listen on 127.0.0.1", cfg.HTTP)
 	}
 
+	// A write past a file-size limit must fail with EFBIG, which the log
+	// reports as storage full, rather than kill evq with SIGXFSZ.
+	signal.Ignore(syscall.SIGXFSZ)
+
 	commits := api.NewCommitMetrics()
 	lopts := cfg.logOptions()
 	lopts.Logger = logger

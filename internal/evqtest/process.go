@@ -136,6 +136,9 @@ func (s *Server) start() {
 	}
 }
 
+// PID returns the server's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Signal sends sig to the server process.
 func (s *Server) Signal(sig os.Signal) {
 	s.tb.Helper()
