@@ -17,6 +17,7 @@ type Request struct {
 	ID     *uint64
 	Method string
 	Params json.RawMessage
+	At     time.Time // when it was read
 }
 
 // Receiver is a real JSON-RPC over TCP subscriber on 127.0.0.1, like the
@@ -118,7 +119,7 @@ func (r *Receiver) handle(c net.Conn) {
 			r.tb.Errorf("receiver: bad object %q: %v", raw, err)
 			return
 		}
-		req := Request{Raw: bytes.Clone(raw), Method: m.Method, Params: m.Params}
+		req := Request{Raw: bytes.Clone(raw), Method: m.Method, Params: m.Params, At: time.Now()}
 		if m.ID != "" {
 			id, err := strconv.ParseUint(m.ID.String(), 10, 64)
 			if err != nil {
