@@ -78,20 +78,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("evq check after a full disk: %v\n%s", err, out)
 	}
 	srv.Restart()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var st struct{ Subscriptions []struct{ Lag uint64 } }
-		if err := srv.Call("GET", "/v1/subscriptions", nil, &st); err != nil {
-			t.Fatal(err)
-		}
-		if st.Subscriptions[0].Lag == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lag %d", st.Subscriptions[0].Lag)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	srv.WaitCaughtUp(30 * time.Second)
 	seen := make(map[uint64]bool)
 	for _, q := range r.Requests() {
 		seen[*q.ID] = true

@@ -38,20 +38,7 @@ func TestShutdown_NoDuplicates(t *testing.T) {
 		wg.Wait()
 		srv.Restart()
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var out struct{ Subscriptions []struct{ Lag uint64 } }
-		if err := srv.Call("GET", "/v1/subscriptions", nil, &out); err != nil {
-			t.Fatal(err)
-		}
-		if out.Subscriptions[0].Lag == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lag %d", out.Subscriptions[0].Lag)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	srv.WaitCaughtUp(time.Minute)
 	seen := make(map[uint64]bool)
 	for _, q := range r.Requests() {
 		if seen[*q.ID] {

@@ -137,20 +137,7 @@ func TestE2E_ReliableDeliverySurvivesKill(t *testing.T) {
 	srv.Restart()
 	// Wait until the cursor has caught up (redeliveries count in the
 	// receiver's total, so its count alone says nothing).
-	var st struct{ Cursor, Lag uint64 }
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		if err := srv.Call("GET", fmt.Sprintf("/v1/subscriptions/%d", sub.ID), nil, &st); err != nil {
-			t.Fatal(err)
-		}
-		if st.Lag == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lag %d a minute after restart", st.Lag)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	srv.WaitCaughtUp(time.Minute)
 	all := append(acked, acked2...)
 	dups := checkDelivery(t, all, receivedIDs(r))
 	t.Logf("killed after %d deliveries; %d redelivered after restart", before, dups)
@@ -393,20 +380,7 @@ func TestE2E_Ingest(t *testing.T) {
 	}
 	t.Logf("sender side: %d reads, %d (%.1f%%) with more than 5 replies (OpenSIPS 4.1 drops the connection then), at most %d in one read",
 		reads, over5, 100*float64(over5)/float64(max(reads, 1)), most)
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		var st struct{ Lag uint64 }
-		if err := srv.Call("GET", fmt.Sprintf("/v1/subscriptions/%d", sub.ID), nil, &st); err != nil {
-			t.Fatal(err)
-		}
-		if st.Lag == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("onward lag still %d", st.Lag)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv.WaitCaughtUp(2 * time.Minute)
 	next := make([]int, conns)
 	seen := make(map[uint64]bool)
 	for _, q := range onward.Requests() {

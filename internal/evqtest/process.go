@@ -208,3 +208,34 @@ func (s *Server) Call(method, path string, body any, out any) error {
 	}
 	return nil
 }
+
+// WaitCaughtUp waits until every subscription's lag is 0: everything stored
+// was delivered.
+func (s *Server) WaitCaughtUp(timeout time.Duration) {
+	s.tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var out struct {
+			Subscriptions []struct {
+				ID  uint64
+				Lag uint64
+			}
+		}
+		if err := s.Call("GET", "/v1/subscriptions", nil, &out); err != nil {
+			s.tb.Fatal(err)
+		}
+		behind := 0
+		for _, st := range out.Subscriptions {
+			if st.Lag > 0 {
+				behind++
+			}
+		}
+		if behind == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("subscriptions still behind after %s: %+v", timeout, out.Subscriptions)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
