@@ -125,7 +125,10 @@ func TestE2E_ReliableDeliverySurvivesKill(t *testing.T) {
 	r.Stop()
 	acked2 := raiseBatches(t, srv, "E_ACC_CDR", 10000, 100, 4)
 	r.Restart()
-	deadline := time.Now().Add(30 * time.Second)
+	// The worker retried with backoff while the subscriber was down; under
+	// load (-race, other packages) its next try can be 30 s away (the
+	// backoff's ceiling, plus jitter).
+	deadline := time.Now().Add(90 * time.Second)
 	for len(r.Requests()) < 10000+2000 {
 		if time.Now().After(deadline) {
 			t.Fatalf("delivery of the backlog did not start: %d", len(r.Requests()))
