@@ -328,7 +328,7 @@ func TestEngine_SubscribeErrors(t *testing.T) {
 		{"E_X", "foo:bar", `unknown scheme "foo"`},
 		{"E_X", "tcp:127.0.0.1", "missing port"},
 		{"bad name", "tcp:127.0.0.1:1", "event name"},
-		{"E_X", "virtual:FAILOVER tcp:127.0.0.1:1 tcp:127.0.0.1:2", "not available"},
+		{"E_X", "virtual:PARALLEL tcp:127.0.0.1:1 tcp:127.0.0.1:2", "not available"},
 	} {
 		_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: tt.event, Socket: tt.socket})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -388,4 +388,13 @@ func TestEngine_OversizeDatagramIsDeadLettered(t *testing.T) {
 	if len(ds) != 1 || ds[0].Event.Seq != 2 || ds[0].Attempts != 1 || !strings.Contains(ds[0].Error, "holds at most 65457") {
 		t.Fatalf("%+v", ds)
 	}
+}
+
+func TestEngine_VirtualFailover(t *testing.T) {
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+	a, b := evqtest.NewReceiver(t), evqtest.NewReceiver(t)
+	a.Stop()
+	subscribe(t, e, "E_G", "virtual:FAILOVER "+a.Socket()+" "+b.Socket(), evq.Options{Reliable: true})
+	raise(t, e, "E_G", 0, 100)
+	assertInOrder(t, indexes(t, b.WaitFor(100, wait)), 0, 100)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/evq/evq/transports/rabbitmq"
 	"github.com/evq/evq/transports/stream"
 	"github.com/evq/evq/transports/xmlrpc"
+	"github.com/evq/evq/virtual"
 )
 
 // ErrUnsupported means the socket's scheme parses but evq cannot deliver to
@@ -35,8 +36,16 @@ func New(sub evq.Subscription) (evq.Transport, error) {
 		return flatstore.New(sock, sub.Options)
 	case "rabbitmq":
 		return rabbitmq.New(sock, sub.Options)
+	case "virtual":
+		g, err := virtual.New(sock, sub.Options, func(m evq.Socket) (evq.Transport, error) {
+			return New(evq.Subscription{ID: sub.ID, Event: sub.Event, Socket: m.String(), Options: sub.Options})
+		})
+		if errors.Is(err, virtual.ErrUnsupportedPolicy) {
+			err = fmt.Errorf("%w: %w", ErrUnsupported, err)
+		}
+		return g, err
 	default:
 		return nil, fmt.Errorf("socket %q: %w: scheme %s: %s", sub.Socket, ErrUnsupported, sock.Scheme,
-			"this build delivers over tcp:, jsonrpc:, udp:, unix:, xmlrpc:, flatstore: and rabbitmq:")
+			"this build delivers over tcp:, jsonrpc:, udp:, unix:, xmlrpc:, flatstore:, rabbitmq: and virtual:FAILOVER|ROUND-ROBIN")
 	}
 }

@@ -22,10 +22,15 @@ func TestNew(t *testing.T) {
 		}
 		tr.Close()
 	}
-	_, err = transports.New(evq.Subscription{Event: "E_X", Socket: "virtual:FAILOVER tcp:127.0.0.1:1 tcp:127.0.0.1:2"})
-	if !errors.Is(err, transports.ErrUnsupported) || !strings.Contains(err.Error(), `"virtual:FAILOVER tcp:127.0.0.1:1 tcp:127.0.0.1:2"`) {
-		t.Fatalf("virtual: %v", err)
+	_, err = transports.New(evq.Subscription{Event: "E_X", Socket: "virtual:PARALLEL tcp:127.0.0.1:1 tcp:127.0.0.1:2"})
+	if !errors.Is(err, transports.ErrUnsupported) || !strings.Contains(err.Error(), "PARALLEL") {
+		t.Fatalf("virtual PARALLEL: %v", err)
 	}
+	tr, err = transports.New(evq.Subscription{Event: "E_X", Socket: "virtual:FAILOVER tcp:127.0.0.1:1 udp:127.0.0.1:2"})
+	if err != nil {
+		t.Fatalf("virtual FAILOVER: %v", err)
+	}
+	tr.Close()
 	_, err = transports.New(evq.Subscription{Event: "E_X", Socket: "nope:1"})
 	if !errors.Is(err, evq.ErrInvalidSocket) {
 		t.Fatalf("bad socket: %v", err)
