@@ -201,3 +201,16 @@ type Raiser interface {
 	// with their Seq set.
 	RaiseBatch(ctx context.Context, events []*Event) error
 }
+
+// MemberState is the circuit-breaker state of one member of a group.
+type MemberState struct {
+	Socket string
+	State  string // closed, half-open or open
+}
+
+// MemberReporter is a Transport made of members (a virtual group) that
+// reports their breaker states. Its method must be safe to call from any
+// goroutine.
+type MemberReporter interface {
+	MemberStates() []MemberState
+}

@@ -435,3 +435,24 @@ func TestAPI_Defaults(t *testing.T) {
 		t.Errorf("MI subscription: %+v %v", st, err)
 	}
 }
+
+func TestAPI_VirtualBreakers(t *testing.T) {
+	v := newEnv(t)
+	a, b := evqtest.NewReceiver(t), evqtest.NewReceiver(t)
+	a.Stop()
+	code, body := v.do("POST", "/v1/subscriptions", fmt.Sprintf(`{"event":"E_V","socket":"virtual:FAILOVER %s %s","reliable":true}`, a.Socket(), b.Socket()))
+	if code != 201 {
+		t.Fatalf("%d %s", code, body)
+	}
+	v.do("POST", "/v1/events", `{"event":"E_V"}`)
+	b.WaitFor(1, 10*time.Second)
+	_, body = v.do("GET", "/v1/subscriptions", "")
+	want := fmt.Sprintf(`"members":[{"socket":%q,"breaker":"open"},{"socket":%q,"breaker":"closed"}]`, a.Socket(), b.Socket())
+	if !strings.Contains(body, want) {
+		t.Fatalf("%s\nlacks %s", body, want)
+	}
+	_, body = v.do("GET", "/metrics", "")
+	if !strings.Contains(body, fmt.Sprintf(`evq_virtual_member_breaker{breaker="open",event="E_V",id="1",member=%q`, a.Socket())) {
+		t.Fatalf("metrics lack the breaker state")
+	}
+}

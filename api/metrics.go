@@ -45,6 +45,7 @@ type collector struct {
 
 	raised, commits, commitErrors, retainDeleted, retainDropped, lastSeq *prometheus.Desc
 	delivered, failures, retries, parked, lag, deadLetters, state        *prometheus.Desc
+	breaker                                                              *prometheus.Desc
 }
 
 func newCollector(engine *delivery.Engine, log *queue.Log) *collector {
@@ -68,6 +69,7 @@ func newCollector(engine *delivery.Engine, log *queue.Log) *collector {
 		lag:           d("evq_subscription_lag_events", "Stored events not yet delivered.", sub...),
 		deadLetters:   d("evq_dead_letters", "Events in the dead-letter store.", sub...),
 		state:         d("evq_subscription_state", "1 for the subscription's current state.", append(sub, "state")...),
+		breaker:       d("evq_virtual_member_breaker", "1 for the current circuit-breaker state of each member of a virtual group.", append(sub, "member", "breaker")...),
 	}
 }
 
@@ -98,6 +100,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.lag, float64(s.Lag), l...)
 		gauge(c.deadLetters, float64(s.DeadLetters), l...)
 		gauge(c.state, 1, append(l, s.State)...)
+		for _, m := range s.Members {
+			gauge(c.breaker, 1, append(l, m.Socket, m.State)...)
+		}
 	}
 }
 

@@ -119,6 +119,13 @@ type subscriptionJSON struct {
 	Parked            uint64     `json:"parked"`
 	LastError         string     `json:"last_error,omitempty"`
 	LastErrorAt       *time.Time `json:"last_error_at,omitempty"`
+	Members           []member   `json:"members,omitempty"`
+}
+
+// member is a virtual group member with its circuit breaker's state.
+type member struct {
+	Socket  string `json:"socket"`
+	Breaker string `json:"breaker"`
 }
 
 func toJSON(st delivery.Status) subscriptionJSON {
@@ -138,6 +145,9 @@ func toJSON(st delivery.Status) subscriptionJSON {
 	}
 	if !st.LastErrorAt.IsZero() {
 		j.LastErrorAt = &st.LastErrorAt
+	}
+	for _, m := range st.Members {
+		j.Members = append(j.Members, member{Socket: m.Socket, Breaker: m.State})
 	}
 	return j
 }

@@ -394,7 +394,11 @@ func TestEngine_VirtualFailover(t *testing.T) {
 	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
 	a, b := evqtest.NewReceiver(t), evqtest.NewReceiver(t)
 	a.Stop()
-	subscribe(t, e, "E_G", "virtual:FAILOVER "+a.Socket()+" "+b.Socket(), evq.Options{Reliable: true})
+	st := subscribe(t, e, "E_G", "virtual:FAILOVER "+a.Socket()+" "+b.Socket(), evq.Options{Reliable: true})
 	raise(t, e, "E_G", 0, 100)
 	assertInOrder(t, indexes(t, b.WaitFor(100, wait)), 0, 100)
+	st, _ = e.Subscription(st.ID)
+	if len(st.Members) != 2 || st.Members[0].State != "open" || st.Members[1].State != "closed" || st.Members[1].Socket != b.Socket() {
+		t.Fatalf("member states %+v", st.Members)
+	}
 }

@@ -28,6 +28,9 @@ type Status struct {
 	LastError   string
 	LastErrorAt time.Time
 	ExpiresAt   time.Time
+	// Members are the breaker states of a virtual group's members, while
+	// the subscription runs.
+	Members []evq.MemberState
 }
 
 func (e *Engine) countersLocked(id uint64) *counters {
@@ -49,6 +52,9 @@ func (e *Engine) statusLocked(sub *evq.Subscription) Status {
 	w := e.workers[sub.ID]
 	if w != nil {
 		st.Cursor = w.cursor.Load()
+		if mr, ok := w.tr.(evq.MemberReporter); ok {
+			st.Members = mr.MemberStates()
+		}
 	} else {
 		st.Cursor, _ = e.log.Cursor(sub.ID)
 	}

@@ -27,7 +27,10 @@ import (
 	"github.com/evq/evq"
 )
 
-var _ evq.Transport = (*Group)(nil)
+var (
+	_ evq.Transport      = (*Group)(nil)
+	_ evq.MemberReporter = (*Group)(nil)
+)
 
 // ErrUnsupportedPolicy means the group's policy cannot be delivered yet.
 var ErrUnsupportedPolicy = errors.New("virtual policy not available in this build")
@@ -80,8 +83,17 @@ func New(sock evq.Socket, opts evq.Options, newMember func(evq.Socket) (evq.Tran
 	return g, nil
 }
 
-// Members returns the group's members, for status and metrics.
+// Members returns the group's members.
 func (g *Group) Members() []*Member { return g.members }
+
+// MemberStates reports every member's breaker state, for status and metrics.
+func (g *Group) MemberStates() []evq.MemberState {
+	out := make([]evq.MemberState, len(g.members))
+	for i, m := range g.members {
+		out[i] = evq.MemberState{Socket: m.Socket, State: m.State()}
+	}
+	return out
+}
 
 // Send delivers events through the members by policy. It returns how many
 // leading events some member delivered, and an error when no member would

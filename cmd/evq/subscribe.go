@@ -24,6 +24,10 @@ type subscription struct {
 	Delivered   uint64
 	Failures    uint64
 	LastError   string `json:"last_error"`
+	Members     []struct {
+		Socket  string
+		Breaker string
+	}
 }
 
 func runSubscribe(args []string) error {
@@ -141,6 +145,9 @@ func runSubscribers(args []string) error {
 			s.LastError = "" // history is in the API's last_error; the table shows what is wrong now
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.ID, s.Event, s.Socket, mode, s.State, s.Cursor, s.Lag, s.DeadLetters, s.Delivered, s.LastError)
+		for _, m := range s.Members { // a virtual group: one line per member
+			fmt.Fprintf(tw, "\t\t  %s\tbreaker %s\t\t\t\t\t\t\n", m.Socket, m.Breaker)
+		}
 	}
 	return tw.Flush()
 }
