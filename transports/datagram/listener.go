@@ -111,6 +111,7 @@ func (l *Listener) read(queue chan<- *evq.Event) {
 func (l *Listener) store(queue <-chan *evq.Event) {
 	defer l.wg.Done()
 	batch := make([]*evq.Event, 0, 256)
+	failed := make(map[*evq.Event]error)
 	for ev := range queue {
 		batch = append(batch[:0], ev)
 	drain:
@@ -125,19 +126,12 @@ func (l *Listener) store(queue <-chan *evq.Event) {
 				break drain
 			}
 		}
-		if err := l.r.RaiseBatch(context.Background(), batch); err != nil {
-			// Store what can be stored: one bad event must not take the others.
-			for _, ev := range batch {
-				if err := l.r.RaiseBatch(context.Background(), []*evq.Event{ev}); err != nil {
-					l.stats.StoreFailed.Add(1)
-					l.warn("a datagram's event was not stored", "listener", l.network, "event", ev.Name, "err", err)
-					continue
-				}
-				l.stats.Accepted.Add(1)
-			}
-			continue
+		stream.StoreEach(context.Background(), l.r, batch, failed)
+		for ev, err := range failed {
+			l.warn("a datagram's event was not stored", "listener", l.network, "event", ev.Name, "err", err)
 		}
-		l.stats.Accepted.Add(uint64(len(batch)))
+		l.stats.StoreFailed.Add(uint64(len(failed)))
+		l.stats.Accepted.Add(uint64(len(batch) - len(failed)))
 	}
 }
 

@@ -42,6 +42,30 @@ type ListenerOptions struct {
 	ObserveFunc func(took time.Duration)
 }
 
+// StoreEach stores events with one RaiseBatch and records in failed (which
+// it clears first) the error of every event that was not stored. If the
+// batch fails, the events are stored one by one, so that one bad event does
+// not fail the others; ingest listeners use it for every batch they read.
+func StoreEach(ctx context.Context, r evq.Raiser, events []*evq.Event, failed map[*evq.Event]error) {
+	clear(failed)
+	if len(events) == 0 {
+		return
+	}
+	err := r.RaiseBatch(ctx, events)
+	if err == nil {
+		return
+	}
+	if len(events) == 1 {
+		failed[events[0]] = err
+		return
+	}
+	for _, ev := range events {
+		if err := r.RaiseBatch(ctx, []*evq.Event{ev}); err != nil {
+			failed[ev] = err
+		}
+	}
+}
+
 // maxIngestBatch bounds the requests of one connection stored together.
 const maxIngestBatch = 1024
 
@@ -269,19 +293,7 @@ func (l *Listener) answer(c net.Conn, queue <-chan item) {
 				events = append(events, it.ev)
 			}
 		}
-		clear(failed)
-		if len(events) > 0 {
-			if err := l.r.RaiseBatch(l.ctx, events); err != nil {
-				// One bad event must not fail the others: store them one by one.
-				for _, ev := range events {
-					if len(events) == 1 {
-						failed[ev] = err
-					} else if err := l.r.RaiseBatch(l.ctx, []*evq.Event{ev}); err != nil {
-						failed[ev] = err
-					}
-				}
-			}
-		}
+		StoreEach(l.ctx, l.r, events, failed)
 		l.stats.StoreFailed.Add(uint64(len(failed)))
 		l.stats.Accepted.Add(uint64(len(events) - len(failed)))
 		for _, it := range batch {

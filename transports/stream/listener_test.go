@@ -359,3 +359,32 @@ func TestListener_ManyConnections(t *testing.T) {
 	}
 	evqtest.WaitStored(t, l, "E_MANY", n)
 }
+
+// pickyRaiser refuses any batch holding an event named E_BAD.
+type pickyRaiser struct{ stored []string }
+
+func (p *pickyRaiser) RaiseBatch(ctx context.Context, evs []*evq.Event) error {
+	for _, ev := range evs {
+		if ev.Name == "E_BAD" {
+			return fmt.Errorf("refused %s", ev.Name)
+		}
+	}
+	for _, ev := range evs {
+		p.stored = append(p.stored, ev.Name)
+	}
+	return nil
+}
+
+func TestStoreEach(t *testing.T) {
+	p := &pickyRaiser{}
+	failed := map[*evq.Event]error{{Name: "stale"}: nil}
+	evs := []*evq.Event{{Name: "E_A"}, {Name: "E_BAD"}, {Name: "E_B"}}
+	stream.StoreEach(context.Background(), p, evs, failed)
+	if len(failed) != 1 || failed[evs[1]] == nil || fmt.Sprint(p.stored) != "[E_A E_B]" {
+		t.Fatalf("failed %v, stored %v: one bad event must fail alone", failed, p.stored)
+	}
+	stream.StoreEach(context.Background(), p, evs[:1], failed)
+	if len(failed) != 0 {
+		t.Fatalf("a good batch left failures %v", failed)
+	}
+}
