@@ -192,6 +192,7 @@ type DeadLetter struct {
 	Attempts int
 	Error    string
 	Time     time.Time // when it was parked
+	Member   string    // virtual:PARALLEL: the member socket that failed it
 }
 
 // Raiser stores events durably: what an ingest listener hands the events
@@ -202,10 +203,18 @@ type Raiser interface {
 	RaiseBatch(ctx context.Context, events []*Event) error
 }
 
-// MemberState is the circuit-breaker state of one member of a group.
+// MemberState is one member of a virtual group: its circuit breaker's state
+// and what it delivered since evq started.
 type MemberState struct {
-	Socket string
-	State  string // closed, half-open or open
+	Socket    string
+	State     string // closed, half-open or open
+	Delivered uint64 // events it acknowledged
+	Failures  uint64 // sends that failed (a send refused by an open breaker is not one)
+	// PARALLEL members progress on their own: each has a cursor, a lag and
+	// dead letters.
+	Cursor      uint64
+	Lag         uint64
+	DeadLetters int
 }
 
 // MemberReporter is a Transport made of members (a virtual group) that

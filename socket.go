@@ -191,14 +191,42 @@ func parseVirtual(sock *Socket, rest string) error {
 		return fmt.Errorf("no members")
 	}
 	for _, f := range fields[1:] {
+		if strings.HasPrefix(strings.ToLower(f), "virtual:") {
+			return fmt.Errorf("member %q: virtual groups cannot be nested", f)
+		}
 		m, err := ParseSocket(f)
 		if err != nil {
 			return fmt.Errorf("member: %s", err.Error())
 		}
-		if m.Scheme == "virtual" {
-			return fmt.Errorf("member %q: virtual groups cannot be nested", f)
-		}
 		sock.Members = append(sock.Members, m)
 	}
 	return nil
+}
+
+// detects reports whether a transport of this scheme can tell that an event
+// did not arrive. udp: and unix: datagrams are fire and forget.
+func (s Socket) detects() bool { return s.Scheme != "udp" && s.Scheme != "unix" }
+
+// Warnings says what about a virtual group can lose events unnoticed: a
+// member that cannot detect a failure (udp:, unix:) where the group relies on
+// failures to move on. Other sockets have none.
+func (s Socket) Warnings(o Options) []string {
+	if s.Scheme != "virtual" {
+		return nil
+	}
+	var out []string
+	for i, m := range s.Members {
+		if m.detects() {
+			continue
+		}
+		switch {
+		case s.Policy == PolicyFailover && i < len(s.Members)-1:
+			out = append(out, fmt.Sprintf("FAILOVER member %d (%s) cannot detect a failed delivery, so the members after it are never tried: put it last", i+1, m))
+		case s.Policy == PolicyRoundRobin:
+			out = append(out, fmt.Sprintf("ROUND-ROBIN member %d (%s) cannot detect a failed delivery: the events rotated to it are lost if its receiver is down", i+1, m))
+		case s.Policy == PolicyParallel && o.ParallelSuccess == SuccessAny:
+			out = append(out, fmt.Sprintf("PARALLEL member %d (%s) cannot detect a failed delivery, so with parallel_success any it counts every event delivered", i+1, m))
+		}
+	}
+	return out
 }

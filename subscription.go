@@ -7,6 +7,7 @@ const (
 	DefaultTimeout         = time.Second      // event_stream timeout
 	DefaultMIExpire        = 3600             // seconds; MI event_subscribe default
 	DefaultFailoverTimeout = 30 * time.Second // event_virtual failover_timeout
+	DefaultBreakerFailures = 1                // consecutive failures that open a member's breaker, as OpenSIPS
 	DefaultMaxInflight     = 1
 	DefaultDelimiter       = ","
 )
@@ -27,7 +28,15 @@ type Options struct {
 	EscapeDelimiter   string // flatstore: replaces the delimiter inside values; "" means a space
 
 	FailoverTimeout time.Duration // virtual: breaker open time; 0 means DefaultFailoverTimeout
+	BreakerFailures int           // virtual: consecutive failures that open a member's breaker; 0 means 1
+	ParallelSuccess string        // virtual PARALLEL: SuccessAll ("" means it) or SuccessAny
 }
+
+// PARALLEL success policies: when an event counts as delivered by the group.
+const (
+	SuccessAll = "all" // every member acknowledged it
+	SuccessAny = "any" // at least one member acknowledged it
+)
 
 // Subscription is an (event, socket) pair with its options. Subscribing the
 // same pair again refreshes it.
@@ -40,6 +49,10 @@ type Subscription struct {
 	Expire    int
 	Created   time.Time
 	Refreshed time.Time
+	// Parent is set on the member lanes of a virtual:PARALLEL subscription:
+	// each member of the group is stored as a subscription of its own, with
+	// its own cursor and dead letters, under the group's ID.
+	Parent uint64 `json:",omitempty"`
 }
 
 // ExpiresAt returns when the subscription expires, or the zero time if never.
@@ -62,6 +75,15 @@ func (o Options) TimeoutOrDefault() time.Duration {
 		return DefaultTimeout
 	}
 	return o.Timeout
+}
+
+// BreakerFailuresOrDefault returns how many consecutive failures open a
+// virtual group member's breaker, applying the default.
+func (o Options) BreakerFailuresOrDefault() int {
+	if o.BreakerFailures <= 0 {
+		return DefaultBreakerFailures
+	}
+	return o.BreakerFailures
 }
 
 // Inflight returns the pipelining window, applying the default.

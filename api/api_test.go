@@ -62,6 +62,22 @@ func (v *env) do(method, path, body string) (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
+// waitBody polls GET path until its body contains want.
+func (v *env) waitBody(path, want string) string {
+	v.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := v.do("GET", path, "")
+		if strings.Contains(body, want) {
+			return body
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("GET %s: %s\nlacks %s", path, body, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestAPI_Raise(t *testing.T) {
 	v := newEnv(t)
 	tests := []struct {
@@ -441,18 +457,48 @@ func TestAPI_VirtualBreakers(t *testing.T) {
 	a, b := evqtest.NewReceiver(t), evqtest.NewReceiver(t)
 	a.Stop()
 	code, body := v.do("POST", "/v1/subscriptions", fmt.Sprintf(`{"event":"E_V","socket":"virtual:FAILOVER %s %s","reliable":true}`, a.Socket(), b.Socket()))
-	if code != 201 {
+	if code != 201 || strings.Contains(body, "warnings") {
 		t.Fatalf("%d %s", code, body)
 	}
 	v.do("POST", "/v1/events", `{"event":"E_V"}`)
-	b.WaitFor(1, 10*time.Second)
-	_, body = v.do("GET", "/v1/subscriptions", "")
-	want := fmt.Sprintf(`"members":[{"socket":%q,"breaker":"open"},{"socket":%q,"breaker":"closed"}]`, a.Socket(), b.Socket())
-	if !strings.Contains(body, want) {
-		t.Fatalf("%s\nlacks %s", body, want)
-	}
+	want := fmt.Sprintf(`"members":[{"socket":%q,"breaker":"open","delivered":0,"failures":1},{"socket":%q,"breaker":"closed","delivered":1,"failures":0}]`, a.Socket(), b.Socket())
+	v.waitBody("/v1/subscriptions", want)
 	_, body = v.do("GET", "/metrics", "")
-	if !strings.Contains(body, fmt.Sprintf(`evq_virtual_member_breaker{breaker="open",event="E_V",id="1",member=%q`, a.Socket())) {
-		t.Fatalf("metrics lack the breaker state")
+	for _, m := range []string{
+		fmt.Sprintf(`evq_virtual_member_breaker{breaker="open",event="E_V",id="1",member=%q`, a.Socket()),
+		fmt.Sprintf(`evq_virtual_member_delivered_events_total{event="E_V",id="1",member=%q,socket=`, b.Socket()),
+	} {
+		if !strings.Contains(body, m) {
+			t.Fatalf("metrics lack %s", m)
+		}
+	}
+}
+
+func TestAPI_VirtualParallel(t *testing.T) {
+	v := newEnv(t)
+	a, b := evqtest.NewReceiver(t), evqtest.NewReceiver(t)
+	b.Stop()
+	code, body := v.do("POST", "/v1/subscriptions", fmt.Sprintf(`{"event":"E_P","socket":"virtual:PARALLEL %s %s","reliable":true,"breaker_failures":3}`, a.Socket(), b.Socket()))
+	if code != 201 || !strings.Contains(body, `"breaker_failures":3`) {
+		t.Fatalf("%d %s", code, body)
+	}
+	v.do("POST", "/v1/events", `{"event":"E_P"}`)
+	// Each member has its own cursor; the group's (policy all) is the lowest.
+	v.waitBody("/v1/subscriptions", `"cursor":0,"lag":1,`)
+	v.waitBody("/v1/subscriptions", fmt.Sprintf(`{"socket":%q,"breaker":"closed","delivered":1,"failures":0,"cursor":1,"lag":0,"dead_letters":0}`, a.Socket()))
+
+	// Sockets that can lose events unnoticed are accepted with a warning.
+	for _, tt := range []struct{ body, warning string }{
+		{`{"event":"E_W","socket":"virtual:FAILOVER udp:127.0.0.1:9 tcp:127.0.0.1:9"}`, `FAILOVER member 1 (udp:127.0.0.1:9) cannot detect a failed delivery, so the members after it are never tried: put it last`},
+		{`{"event":"E_W","socket":"virtual:PARALLEL unix:/tmp/x.sock tcp:127.0.0.1:9","parallel_success":"any"}`, `PARALLEL member 1 (unix:/tmp/x.sock) cannot detect a failed delivery`},
+	} {
+		code, body := v.do("POST", "/v1/subscriptions", tt.body)
+		if code != 201 || !strings.Contains(body, `"warnings":["`+tt.warning) {
+			t.Errorf("%s: %d %s", tt.body, code, body)
+		}
+	}
+	code, body = v.do("POST", "/v1/subscriptions", `{"event":"E_W","socket":"virtual:PARALLEL tcp:127.0.0.1:9 tcp:127.0.0.1:8","parallel_success":"most"}`)
+	if code != 400 || !strings.Contains(body, `parallel_success \"most\": want \"all\"`) {
+		t.Errorf("%d %s", code, body)
 	}
 }

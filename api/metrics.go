@@ -2,6 +2,7 @@ package api
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/evq/evq/delivery"
@@ -45,7 +46,7 @@ type collector struct {
 
 	raised, commits, commitErrors, retainDeleted, retainDropped, lastSeq *prometheus.Desc
 	delivered, failures, retries, parked, lag, deadLetters, state        *prometheus.Desc
-	breaker                                                              *prometheus.Desc
+	breaker, memberDelivered, memberFailures, memberLag                  *prometheus.Desc
 }
 
 func newCollector(engine *delivery.Engine, log *queue.Log) *collector {
@@ -54,22 +55,25 @@ func newCollector(engine *delivery.Engine, log *queue.Log) *collector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &collector{
-		engine:        engine,
-		log:           log,
-		raised:        d("evq_raised_events_total", "Events durably stored."),
-		commits:       d("evq_commits_total", "Group commits (one transaction and fsync each)."),
-		commitErrors:  d("evq_commit_errors_total", "Commits that failed (disk full, I/O error)."),
-		retainDeleted: d("evq_retention_deleted_events_total", "Events deleted by retention."),
-		retainDropped: d("evq_retention_dropped_unacked_events_total", "Events deleted by max_age or max_bytes before every subscriber acknowledged them."),
-		lastSeq:       d("evq_last_seq", "Seq of the last stored event."),
-		delivered:     d("evq_delivered_events_total", "Events delivered (acknowledged in reliable mode).", sub...),
-		failures:      d("evq_delivery_failures_total", "Failed delivery attempts.", sub...),
-		retries:       d("evq_delivery_retries_total", "Retries after a failed attempt.", sub...),
-		parked:        d("evq_dead_lettered_events_total", "Events moved to the dead letters.", sub...),
-		lag:           d("evq_subscription_lag_events", "Stored events not yet delivered.", sub...),
-		deadLetters:   d("evq_dead_letters", "Events in the dead-letter store.", sub...),
-		state:         d("evq_subscription_state", "1 for the subscription's current state.", append(sub, "state")...),
-		breaker:       d("evq_virtual_member_breaker", "1 for the current circuit-breaker state of each member of a virtual group.", append(sub, "member", "breaker")...),
+		engine:          engine,
+		log:             log,
+		raised:          d("evq_raised_events_total", "Events durably stored."),
+		commits:         d("evq_commits_total", "Group commits (one transaction and fsync each)."),
+		commitErrors:    d("evq_commit_errors_total", "Commits that failed (disk full, I/O error)."),
+		retainDeleted:   d("evq_retention_deleted_events_total", "Events deleted by retention."),
+		retainDropped:   d("evq_retention_dropped_unacked_events_total", "Events deleted by max_age or max_bytes before every subscriber acknowledged them."),
+		lastSeq:         d("evq_last_seq", "Seq of the last stored event."),
+		delivered:       d("evq_delivered_events_total", "Events delivered (acknowledged in reliable mode).", sub...),
+		failures:        d("evq_delivery_failures_total", "Failed delivery attempts.", sub...),
+		retries:         d("evq_delivery_retries_total", "Retries after a failed attempt.", sub...),
+		parked:          d("evq_dead_lettered_events_total", "Events moved to the dead letters.", sub...),
+		lag:             d("evq_subscription_lag_events", "Stored events not yet delivered.", sub...),
+		deadLetters:     d("evq_dead_letters", "Events in the dead-letter store.", sub...),
+		state:           d("evq_subscription_state", "1 for the subscription's current state.", append(sub, "state")...),
+		breaker:         d("evq_virtual_member_breaker", "1 for the current circuit-breaker state of each member of a virtual group.", append(sub, "member", "breaker")...),
+		memberDelivered: d("evq_virtual_member_delivered_events_total", "Events a member of a virtual group acknowledged.", append(sub, "member")...),
+		memberFailures:  d("evq_virtual_member_failures_total", "Failed sends to a member of a virtual group (refusals by its open breaker not counted).", append(sub, "member")...),
+		memberLag:       d("evq_virtual_member_lag_events", "Stored events a member of a PARALLEL group has yet to receive.", append(sub, "member")...),
 	}
 }
 
@@ -100,8 +104,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.lag, float64(s.Lag), l...)
 		gauge(c.deadLetters, float64(s.DeadLetters), l...)
 		gauge(c.state, 1, append(l, s.State)...)
+		parallel := len(s.Members) > 0 && strings.HasPrefix(strings.ToUpper(s.Socket), "VIRTUAL:PARALLEL")
 		for _, m := range s.Members {
 			gauge(c.breaker, 1, append(l, m.Socket, m.State)...)
+			counter(c.memberDelivered, m.Delivered, append(l, m.Socket)...)
+			counter(c.memberFailures, m.Failures, append(l, m.Socket)...)
+			if parallel {
+				gauge(c.memberLag, float64(m.Lag), append(l, m.Socket)...)
+			}
 		}
 	}
 }

@@ -33,6 +33,8 @@ type subscribeBody struct {
 	SuppressEventName *bool   `json:"suppress_event_name"`
 	EscapeDelimiter   *string `json:"escape_delimiter"`
 	FailoverTimeout   *int    `json:"failover_timeout"`
+	BreakerFailures   *int    `json:"breaker_failures"`
+	ParallelSuccess   *string `json:"parallel_success"`
 }
 
 func (b *subscribeBody) request(defaults evq.Options) (delivery.SubscribeRequest, error) {
@@ -61,6 +63,7 @@ func (b *subscribeBody) request(defaults evq.Options) (delivery.SubscribeRequest
 		{"max_attempts", b.MaxAttempts, func(n int) { o.MaxAttempts = n }},
 		{"max_age", b.MaxAge, func(n int) { o.MaxAge = time.Duration(n) * time.Second }},
 		{"failover_timeout", b.FailoverTimeout, func(n int) { o.FailoverTimeout = time.Duration(n) * time.Second }},
+		{"breaker_failures", b.BreakerFailures, func(n int) { o.BreakerFailures = n }},
 	} {
 		if f.v == nil {
 			continue
@@ -81,7 +84,7 @@ func (b *subscribeBody) request(defaults evq.Options) (delivery.SubscribeRequest
 	for _, f := range []struct {
 		v   *string
 		dst *string
-	}{{b.EventParam, &o.EventParam}, {b.Delimiter, &o.Delimiter}, {b.EscapeDelimiter, &o.EscapeDelimiter}} {
+	}{{b.EventParam, &o.EventParam}, {b.Delimiter, &o.Delimiter}, {b.EscapeDelimiter, &o.EscapeDelimiter}, {b.ParallelSuccess, &o.ParallelSuccess}} {
 		if f.v != nil {
 			*f.dst = *f.v
 		}
@@ -107,6 +110,8 @@ type subscriptionJSON struct {
 	SuppressEventName bool       `json:"suppress_event_name,omitempty"`
 	EscapeDelimiter   string     `json:"escape_delimiter,omitempty"`
 	FailoverTimeout   int64      `json:"failover_timeout,omitempty"`
+	BreakerFailures   int        `json:"breaker_failures,omitempty"`
+	ParallelSuccess   string     `json:"parallel_success,omitempty"`
 	Created           time.Time  `json:"created"`
 	Refreshed         time.Time  `json:"refreshed"`
 	State             string     `json:"state"`
@@ -120,12 +125,19 @@ type subscriptionJSON struct {
 	LastError         string     `json:"last_error,omitempty"`
 	LastErrorAt       *time.Time `json:"last_error_at,omitempty"`
 	Members           []member   `json:"members,omitempty"`
+	Warnings          []string   `json:"warnings,omitempty"`
 }
 
-// member is a virtual group member with its circuit breaker's state.
+// member is a virtual group member with its circuit breaker's state and
+// counts; a PARALLEL group's members also have their own progress.
 type member struct {
-	Socket  string `json:"socket"`
-	Breaker string `json:"breaker"`
+	Socket      string  `json:"socket"`
+	Breaker     string  `json:"breaker"`
+	Delivered   uint64  `json:"delivered"`
+	Failures    uint64  `json:"failures"`
+	Cursor      *uint64 `json:"cursor,omitempty"`
+	Lag         *uint64 `json:"lag,omitempty"`
+	DeadLetters *int    `json:"dead_letters,omitempty"`
 }
 
 func toJSON(st delivery.Status) subscriptionJSON {
@@ -136,7 +148,8 @@ func toJSON(st delivery.Status) subscriptionJSON {
 		EventParam: o.EventParam, UseStructParam: o.UseStructParam, MaxInflight: o.Inflight(),
 		MaxAttempts: o.MaxAttempts, MaxAge: int64(o.MaxAge / time.Second), Delimiter: o.Delimiter,
 		SuppressEventName: o.SuppressEventName, EscapeDelimiter: o.EscapeDelimiter,
-		FailoverTimeout: int64(o.FailoverTimeout / time.Second), Created: st.Created, Refreshed: st.Refreshed,
+		FailoverTimeout: int64(o.FailoverTimeout / time.Second), BreakerFailures: o.BreakerFailures,
+		ParallelSuccess: o.ParallelSuccess, Created: st.Created, Refreshed: st.Refreshed,
 		State: st.State, Cursor: st.Cursor, Lag: st.Lag, DeadLetters: st.DeadLetters, Delivered: st.Delivered,
 		Failures: st.Failures, Retries: st.Retries, Parked: st.Parked, LastError: st.LastError,
 	}
@@ -146,9 +159,15 @@ func toJSON(st delivery.Status) subscriptionJSON {
 	if !st.LastErrorAt.IsZero() {
 		j.LastErrorAt = &st.LastErrorAt
 	}
+	sock, _ := evq.ParseSocket(st.Socket)
 	for _, m := range st.Members {
-		j.Members = append(j.Members, member{Socket: m.Socket, Breaker: m.State})
+		jm := member{Socket: m.Socket, Breaker: m.State, Delivered: m.Delivered, Failures: m.Failures}
+		if sock.Policy == evq.PolicyParallel {
+			jm.Cursor, jm.Lag, jm.DeadLetters = &m.Cursor, &m.Lag, &m.DeadLetters
+		}
+		j.Members = append(j.Members, jm)
 	}
+	j.Warnings = st.Warnings
 	return j
 }
 
@@ -300,8 +319,12 @@ func (s *Server) listDLQ(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = fmt.Appendf(b, `{"attempts":%d,"error":%s,"parked_at":"%s","event":`, d.Attempts,
+		b = fmt.Appendf(b, `{"attempts":%d,"error":%s,"parked_at":"%s",`, d.Attempts,
 			mustJSON(d.Error), d.Time.UTC().Format(time.RFC3339Nano))
+		if d.Member != "" {
+			b = fmt.Appendf(b, `"member":%s,`, mustJSON(d.Member))
+		}
+		b = append(b, `"event":`...)
 		b = appendEventJSON(b, d.Event)
 		b = append(b, '}')
 	}

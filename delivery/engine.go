@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -53,9 +54,10 @@ type Engine struct {
 
 	mu       sync.Mutex
 	closed   bool
-	closing  atomic.Bool // set with closed; read by raises without taking mu
-	subs     map[uint64]*evq.Subscription
-	workers  map[uint64]*worker
+	closing  atomic.Bool                    // set with closed; read by raises without taking mu
+	subs     map[uint64]*evq.Subscription   // by ID; the lanes of PARALLEL groups are not here
+	lanes    map[uint64][]*evq.Subscription // a PARALLEL group's ID → its member lanes, in member order
+	workers  map[uint64]*worker             // by subscription ID: plain subscriptions and lanes
 	counters map[uint64]*counters
 	stop     chan struct{}      // closed by Close: workers finish their batch
 	ctx      context.Context    // canceled when Close's deadline passes
@@ -95,6 +97,7 @@ func New(log Log, opts *Options) *Engine {
 		log:     log,
 		opts:    o,
 		subs:    make(map[uint64]*evq.Subscription),
+		lanes:   make(map[uint64][]*evq.Subscription),
 		workers: make(map[uint64]*worker),
 		stop:    make(chan struct{}),
 		ctx:     ctx,
@@ -112,9 +115,31 @@ func (e *Engine) Start() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for i := range subs {
-		s := subs[i]
-		e.subs[s.ID] = &s
-		if err := e.startWorker(&s); err != nil {
+		if s := &subs[i]; s.Parent == 0 {
+			e.subs[s.ID] = s
+		}
+	}
+	for i := range subs {
+		s := &subs[i]
+		if s.Parent == 0 {
+			continue
+		}
+		if p := e.subs[s.Parent]; p == nil || !slices.Contains(parallelMembers(p), s.Socket) {
+			// Left by a crash while its group was being removed.
+			if err := e.log.DeleteSubscription(s.ID); err != nil {
+				return fmt.Errorf("start engine: %w", err)
+			}
+			continue
+		}
+		e.lanes[s.Parent] = append(e.lanes[s.Parent], s)
+	}
+	for _, s := range e.subs {
+		if members := parallelMembers(s); members != nil {
+			if err := e.ensureLanesLocked(s, members, 0, false); err != nil {
+				return fmt.Errorf("start engine: subscription %d: %w", s.ID, err)
+			}
+		}
+		if err := e.startWorker(s); err != nil {
 			e.opts.Logger.Error("subscription cannot run", "id", s.ID, "socket", s.Socket, "err", err)
 		}
 	}
@@ -231,14 +256,18 @@ func (e *Engine) Subscribe(ctx context.Context, req SubscribeRequest) (Status, e
 	if err != nil {
 		return Status{}, err
 	}
-	now := e.opts.NowFunc()
-	sub := evq.Subscription{Event: req.Event, Socket: sock.String(), Options: req.Options, Expire: req.Expire, Created: now, Refreshed: now}
-	tr, err := e.opts.NewTransportFunc(sub)
-	if err != nil {
+	if err := checkGroupOptions(sock, req.Options); err != nil {
 		return Status{}, err
 	}
-	if err := tr.Close(); err != nil {
+	now := e.opts.NowFunc()
+	sub := evq.Subscription{Event: req.Event, Socket: sock.String(), Options: req.Options, Expire: req.Expire, Created: now, Refreshed: now}
+	members := parallelMembers(&sub)
+	if err := e.checkTransport(&sub, members); err != nil {
 		return Status{}, err
+	}
+	warnings := sock.Warnings(sub.Options)
+	for _, w := range warnings {
+		e.opts.Logger.Warn("subscription: "+w, "event", sub.Event, "socket", sub.Socket)
 	}
 
 	e.mu.Lock()
@@ -258,7 +287,11 @@ func (e *Engine) Subscribe(ctx context.Context, req SubscribeRequest) (Status, e
 		sub.ID, sub.Created = old.ID, old.Created
 		e.stopWorkerLocked(old.ID)
 	}
-	if err := e.log.PutSubscription(&sub, cursor, setCursor); err != nil {
+	err = e.log.PutSubscription(&sub, cursor, setCursor)
+	if err == nil && members != nil {
+		err = e.ensureLanesLocked(&sub, members, cursor, setCursor)
+	}
+	if err != nil {
 		if old != nil {
 			e.startWorker(old)
 		}
@@ -268,7 +301,50 @@ func (e *Engine) Subscribe(ctx context.Context, req SubscribeRequest) (Status, e
 	if err := e.startWorker(&sub); err != nil {
 		return Status{}, err
 	}
-	return e.statusLocked(&sub), nil
+	st := e.statusLocked(&sub)
+	st.Warnings = warnings
+	return st, nil
+}
+
+// checkGroupOptions refuses virtual group options that make no sense.
+func checkGroupOptions(sock evq.Socket, o evq.Options) error {
+	switch o.ParallelSuccess {
+	case "", evq.SuccessAll, evq.SuccessAny:
+	default:
+		return fmt.Errorf("%w: parallel_success %q: want %q (every member acknowledged the event, the default) or %q (at least one did)",
+			evq.ErrInvalidOptions, o.ParallelSuccess, evq.SuccessAll, evq.SuccessAny)
+	}
+	if o.ParallelSuccess != "" && sock.Policy != evq.PolicyParallel {
+		return fmt.Errorf("%w: parallel_success applies to virtual:PARALLEL groups only", evq.ErrInvalidOptions)
+	}
+	if o.BreakerFailures < 0 {
+		return fmt.Errorf("%w: breaker_failures %d: want a number of consecutive failures, 1 or more", evq.ErrInvalidOptions, o.BreakerFailures)
+	}
+	return nil
+}
+
+// checkTransport builds (without connecting) the transport of sub, or of
+// each of its PARALLEL members, to see that evq can deliver to it.
+func (e *Engine) checkTransport(sub *evq.Subscription, members []string) error {
+	subs := []evq.Subscription{*sub}
+	if members != nil {
+		subs = subs[:0]
+		for _, m := range members {
+			lane := laneSubscription(sub, m)
+			lane.Parent = 1 // any ID: its transport is built as a lane's
+			subs = append(subs, lane)
+		}
+	}
+	for _, s := range subs {
+		tr, err := e.opts.NewTransportFunc(s)
+		if err != nil {
+			return err
+		}
+		if err := tr.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (e *Engine) findLocked(event, socket string) *evq.Subscription {
@@ -304,6 +380,13 @@ func (e *Engine) Unsubscribe(ctx context.Context, id uint64) error {
 
 func (e *Engine) unsubscribeLocked(id uint64) error {
 	e.stopWorkerLocked(id)
+	for _, lane := range e.lanes[id] {
+		if err := e.log.DeleteSubscription(lane.ID); err != nil {
+			return err
+		}
+		delete(e.counters, lane.ID)
+	}
+	delete(e.lanes, id)
 	if err := e.log.DeleteSubscription(id); err != nil {
 		return err
 	}
@@ -330,6 +413,9 @@ func (e *Engine) Replay(ctx context.Context, id uint64, from Start) (Status, err
 		return Status{}, err
 	}
 	e.stopWorkerLocked(id)
+	for _, lane := range e.lanes[id] {
+		e.log.SetCursor(lane.ID, cursor)
+	}
 	err = e.log.SetCursorSync(ctx, id, cursor)
 	if serr := e.startWorker(sub); err == nil {
 		err = serr
@@ -341,19 +427,47 @@ func (e *Engine) Replay(ctx context.Context, id uint64, from Start) (Status, err
 }
 
 // DeadLetters lists up to max dead letters of subscription id after seq.
+// Those of a PARALLEL group's members name the member.
 func (e *Engine) DeadLetters(id, after uint64, max int) ([]*evq.DeadLetter, error) {
-	if _, err := e.Subscription(id); err != nil {
+	lanes, err := e.lanesOf(id)
+	if err != nil {
 		return nil, err
+	}
+	if lanes != nil {
+		return e.laneDeadLetters(lanes, after, max)
 	}
 	return e.log.DeadLetters(id, after, max)
 }
 
 // PurgeDeadLetters deletes every dead letter of subscription id.
 func (e *Engine) PurgeDeadLetters(id uint64) (int, error) {
-	if _, err := e.Subscription(id); err != nil {
+	lanes, err := e.lanesOf(id)
+	if err != nil {
 		return 0, err
 	}
-	return e.log.DeleteDeadLetters(id)
+	if lanes == nil {
+		return e.log.DeleteDeadLetters(id)
+	}
+	total := 0
+	for _, lane := range lanes {
+		n, err := e.log.DeleteDeadLetters(lane.ID)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// lanesOf returns the lanes of subscription id, nil if it is not a PARALLEL
+// group, or ErrNotFound.
+func (e *Engine) lanesOf(id uint64) ([]*evq.Subscription, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.subs[id]; !ok {
+		return nil, fmt.Errorf("subscription %d: %w", id, evq.ErrNotFound)
+	}
+	return e.lanes[id], nil
 }
 
 // Redrive asks subscription id's worker to send its dead letters again, and
@@ -362,23 +476,39 @@ func (e *Engine) PurgeDeadLetters(id uint64) (int, error) {
 func (e *Engine) Redrive(id uint64) (int, error) {
 	e.mu.Lock()
 	_, ok := e.subs[id]
-	w := e.workers[id]
+	ids := []uint64{id}
+	if lanes := e.lanes[id]; lanes != nil {
+		ids = ids[:0]
+		for _, lane := range lanes {
+			ids = append(ids, lane.ID)
+		}
+	}
+	var workers []*worker
+	for _, wid := range ids {
+		if w := e.workers[wid]; w != nil {
+			workers = append(workers, w)
+		}
+	}
 	e.mu.Unlock()
 	if !ok {
 		return 0, fmt.Errorf("subscription %d: %w", id, evq.ErrNotFound)
 	}
-	if w == nil {
+	if len(workers) < len(ids) {
 		return 0, fmt.Errorf("subscription %d: %w", id, ErrNotRunning)
 	}
-	n, err := e.log.DeadLetterCount(id)
-	if err != nil {
-		return 0, err
+	total := 0
+	for i, w := range workers {
+		n, err := e.log.DeadLetterCount(ids[i])
+		if err != nil {
+			return 0, err
+		}
+		total += n
+		select {
+		case w.redrive <- struct{}{}:
+		default: // already asked
+		}
 	}
-	select {
-	case w.redrive <- struct{}{}:
-	default: // already asked
-	}
-	return n, nil
+	return total, nil
 }
 
 // Subscription returns the status of subscription id.
@@ -409,6 +539,9 @@ func (e *Engine) startWorker(sub *evq.Subscription) error {
 	if e.closed || sub.Expired(e.opts.NowFunc()) {
 		return nil
 	}
+	if e.lanes[sub.ID] != nil {
+		return e.startLanes(sub)
+	}
 	cursor, err := e.log.Cursor(sub.ID)
 	if err != nil {
 		return err
@@ -427,6 +560,9 @@ func (e *Engine) startWorker(sub *evq.Subscription) error {
 // stopWorkerLocked stops sub id's worker and waits for it. Its cursor is
 // handed to the log. e.mu is held; workers never take it.
 func (e *Engine) stopWorkerLocked(id uint64) {
+	for _, lane := range e.lanes[id] {
+		e.stopWorkerLocked(lane.ID)
+	}
 	w := e.workers[id]
 	if w == nil {
 		return

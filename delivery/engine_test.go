@@ -324,13 +324,22 @@ func TestEngine_ResumeAfterRestart(t *testing.T) {
 
 func TestEngine_SubscribeErrors(t *testing.T) {
 	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
-	for _, tt := range []struct{ event, socket, want string }{
-		{"E_X", "foo:bar", `unknown scheme "foo"`},
-		{"E_X", "tcp:127.0.0.1", "missing port"},
-		{"bad name", "tcp:127.0.0.1:1", "event name"},
-		{"E_X", "virtual:PARALLEL tcp:127.0.0.1:1 tcp:127.0.0.1:2", "not available"},
+	for _, tt := range []struct {
+		event, socket string
+		opts          evq.Options
+		want          string
+	}{
+		{"E_X", "foo:bar", evq.Options{}, `unknown scheme "foo"`},
+		{"E_X", "tcp:127.0.0.1", evq.Options{}, "missing port"},
+		{"bad name", "tcp:127.0.0.1:1", evq.Options{}, "event name"},
+		{"E_X", "virtual:SOMETIMES tcp:127.0.0.1:1", evq.Options{}, `unknown policy "SOMETIMES" (want PARALLEL, FAILOVER or ROUND-ROBIN)`},
+		{"E_X", "virtual:FAILOVER", evq.Options{}, "no members"},
+		{"E_X", "virtual:FAILOVER tcp:127.0.0.1:1 virtual:PARALLEL", evq.Options{}, "virtual groups cannot be nested"},
+		{"E_X", "virtual:PARALLEL tcp:127.0.0.1:1 tcp:127.0.0.1:2", evq.Options{ParallelSuccess: "most"}, `parallel_success "most": want "all"`},
+		{"E_X", "virtual:FAILOVER tcp:127.0.0.1:1 tcp:127.0.0.1:2", evq.Options{ParallelSuccess: "any"}, "PARALLEL groups only"},
+		{"E_X", "virtual:FAILOVER tcp:127.0.0.1:1 tcp:127.0.0.1:2", evq.Options{BreakerFailures: -1}, "breaker_failures -1"},
 	} {
-		_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: tt.event, Socket: tt.socket})
+		_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: tt.event, Socket: tt.socket, Options: tt.opts})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("subscribe %s %s: %v, want %q", tt.event, tt.socket, err, tt.want)
 		}

@@ -28,9 +28,13 @@ type Status struct {
 	LastError   string
 	LastErrorAt time.Time
 	ExpiresAt   time.Time
-	// Members are the breaker states of a virtual group's members, while
-	// the subscription runs.
+	// Members are a virtual group's members with their breaker states and
+	// counts. A PARALLEL group's members each have their own cursor; the
+	// group's Cursor and Delivered are the lowest of theirs (success policy
+	// all) or the highest (any), its other counts their sum.
 	Members []evq.MemberState
+	// Warnings are set by Subscribe: what about the socket may lose events.
+	Warnings []string
 }
 
 func (e *Engine) countersLocked(id uint64) *counters {
@@ -48,6 +52,12 @@ func (e *Engine) countersLocked(id uint64) *counters {
 // statusLocked builds sub's status. e.mu is held.
 func (e *Engine) statusLocked(sub *evq.Subscription) Status {
 	st := Status{Subscription: *sub, ExpiresAt: sub.ExpiresAt()}
+	if e.lanes[sub.ID] != nil {
+		e.laneStatus(sub, &st)
+		st.Lag, _ = e.log.Lag(sub.Event, st.Cursor)
+		e.finalState(sub, &st, e.workers[e.lanes[sub.ID][0].ID])
+		return st
+	}
 	c := e.countersLocked(sub.ID)
 	w := e.workers[sub.ID]
 	if w != nil {
@@ -67,11 +77,17 @@ func (e *Engine) statusLocked(sub *evq.Subscription) Status {
 	c.mu.Lock()
 	st.State, st.LastError, st.LastErrorAt = c.state, c.lastErr, c.lastErrAt
 	c.mu.Unlock()
+	e.finalState(sub, &st, w)
+	return st
+}
+
+// finalState overrides st.State when sub is not running: it expired, or its
+// worker w is gone. e.mu is held.
+func (e *Engine) finalState(sub *evq.Subscription, st *Status, w *worker) {
 	switch {
 	case sub.Expired(e.opts.NowFunc()):
 		st.State = StateExpired
 	case w == nil || e.closed:
 		st.State = StateStopped
 	}
-	return st
 }

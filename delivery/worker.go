@@ -25,6 +25,9 @@ type worker struct {
 	redrive  chan struct{}
 	bo       *backoff.ExponentialBackOff
 	attempts int // failed attempts of the event at the head
+
+	group *group // the PARALLEL group this worker is a lane of, or nil
+	lane  int    // its index in group
 }
 
 // counters are a subscription's delivery counts; they outlive its workers.
@@ -124,14 +127,26 @@ func (w *worker) advance(events []*evq.Event) {
 	c := events[len(events)-1].Seq
 	w.cursor.Store(c)
 	w.e.log.SetCursor(w.sub.ID, c)
+	if w.group != nil {
+		w.group.advanced(w.e.log)
+	}
 }
 
 // park moves a failed log event to the dead letters and the cursor past it.
 func (w *worker) park(ev *evq.Event, attempts int, cause error) error {
+	if w.group != nil && w.group.any && w.group.deliveredElsewhere(w.lane, ev.Seq) {
+		// parallel_success any: another member has it, so the group has
+		// delivered it; this member gives up on it without a dead letter.
+		w.e.opts.Logger.Warn("member gave up on an event another member delivered", "subscription", w.sub.Parent,
+			"member", w.sub.Socket, "seq", ev.Seq, "event", ev.Name, "attempts", attempts, "err", cause)
+		w.advance([]*evq.Event{ev})
+		return nil
+	}
 	d := &evq.DeadLetter{Event: ev, Attempts: attempts, Error: cause.Error(), Time: w.e.opts.NowFunc()}
 	if err := w.e.log.AddDeadLetter(w.sub.ID, d); err != nil {
 		return err
 	}
+	w.st.parked.Add(1)
 	w.e.opts.Logger.Warn("event parked in dead letters", "subscription", w.sub.ID, "socket", w.sub.Socket,
 		"seq", ev.Seq, "event", ev.Name, "attempts", attempts, "err", cause)
 	w.advance([]*evq.Event{ev})
@@ -174,7 +189,6 @@ func (w *worker) deliver(events []*evq.Event, ok func([]*evq.Event), park func(*
 		w.fail(err)
 		if w.giveUp(ev, err) {
 			if perr := park(ev, w.attempts, err); perr == nil {
-				w.st.parked.Add(1)
 				events = events[1:]
 				w.attempts = 0
 				w.bo.Reset()

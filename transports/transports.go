@@ -25,6 +25,17 @@ func New(sub evq.Subscription) (evq.Transport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if sub.Parent != 0 {
+		// A member lane of a PARALLEL group: its transport behind the
+		// member's circuit breaker.
+		lane := sub
+		lane.Parent = 0
+		tr, err := New(lane)
+		if err != nil {
+			return nil, err
+		}
+		return virtual.NewMember(sock, sub.Options, tr), nil
+	}
 	switch sock.Scheme {
 	case "tcp", "jsonrpc":
 		return stream.New(sock, sub.Options)
@@ -37,13 +48,9 @@ func New(sub evq.Subscription) (evq.Transport, error) {
 	case "rabbitmq":
 		return rabbitmq.New(sock, sub.Options)
 	case "virtual":
-		g, err := virtual.New(sock, sub.Options, func(m evq.Socket) (evq.Transport, error) {
+		return virtual.New(sock, sub.Options, func(m evq.Socket) (evq.Transport, error) {
 			return New(evq.Subscription{ID: sub.ID, Event: sub.Event, Socket: m.String(), Options: sub.Options})
 		})
-		if errors.Is(err, virtual.ErrUnsupportedPolicy) {
-			err = fmt.Errorf("%w: %w", ErrUnsupported, err)
-		}
-		return g, err
 	default:
 		return nil, fmt.Errorf("socket %q: %w: scheme %s: %s", sub.Socket, ErrUnsupported, sock.Scheme,
 			"this build delivers over tcp:, jsonrpc:, udp:, unix:, xmlrpc:, flatstore:, rabbitmq: and virtual:FAILOVER|ROUND-ROBIN")

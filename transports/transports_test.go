@@ -2,11 +2,11 @@ package transports_test
 
 import (
 	"errors"
-	"strings"
 	"testing"
 
 	"github.com/evq/evq"
 	"github.com/evq/evq/transports"
+	"github.com/evq/evq/virtual"
 )
 
 func TestNew(t *testing.T) {
@@ -23,9 +23,15 @@ func TestNew(t *testing.T) {
 		tr.Close()
 	}
 	_, err = transports.New(evq.Subscription{Event: "E_X", Socket: "virtual:PARALLEL tcp:127.0.0.1:1 tcp:127.0.0.1:2"})
-	if !errors.Is(err, transports.ErrUnsupported) || !strings.Contains(err.Error(), "PARALLEL") {
-		t.Fatalf("virtual PARALLEL: %v", err)
+	if !errors.Is(err, virtual.ErrParallel) {
+		t.Fatalf("virtual PARALLEL as one transport: %v", err)
 	}
+	// A PARALLEL group's member lane gets its transport behind a breaker.
+	tr, err = transports.New(evq.Subscription{Event: "E_X", Socket: "tcp:127.0.0.1:1", Parent: 7})
+	if _, ok := tr.(*virtual.Member); err != nil || !ok {
+		t.Fatalf("lane of a PARALLEL group: %T %v", tr, err)
+	}
+	tr.Close()
 	tr, err = transports.New(evq.Subscription{Event: "E_X", Socket: "virtual:FAILOVER tcp:127.0.0.1:1 udp:127.0.0.1:2"})
 	if err != nil {
 		t.Fatalf("virtual FAILOVER: %v", err)

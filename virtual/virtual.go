@@ -9,18 +9,22 @@
 //
 //   - FAILOVER sends each batch to the first member whose breaker admits
 //     it; what a member fails to deliver goes on to the next member at once.
+//
 //   - ROUND-ROBIN rotates among the members, one batch each (one event each
 //     for a reliable subscription with max_inflight 1); a batch a member
 //     fails goes on to the next.
 //
-// PARALLEL, which needs a cursor per member inside the group, is not built
-// yet and is refused at subscribe time.
+//   - PARALLEL sends every event to every member. It is not a Group: the
+//     delivery engine runs one lane per member, each a Member with its own
+//     cursor, retries and dead letters, so that a dead member neither
+//     blocks the others nor misses events when it returns.
 package virtual
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/sony/gobreaker/v2"
 
@@ -30,20 +34,88 @@ import (
 var (
 	_ evq.Transport      = (*Group)(nil)
 	_ evq.MemberReporter = (*Group)(nil)
+	_ evq.Transport      = (*Member)(nil)
+	_ evq.MemberReporter = (*Member)(nil)
 )
 
-// ErrUnsupportedPolicy means the group's policy cannot be delivered yet.
-var ErrUnsupportedPolicy = errors.New("virtual policy not available in this build")
+// ErrParallel means a PARALLEL group was asked for as one transport. The
+// delivery engine runs PARALLEL itself, as one lane per member, each with
+// its own cursor, so that a dead member holds back nobody.
+var ErrParallel = errors.New("a PARALLEL group is delivered by the engine, one lane per member, not as one transport")
 
-// Member is one socket of a group with its breaker.
+// Member is one socket of a group behind its circuit breaker.
 type Member struct {
 	Socket string
 	tr     evq.Transport
 	cb     *gobreaker.CircuitBreaker[int]
+
+	delivered, failures atomic.Uint64
+}
+
+// NewMember puts tr, the transport of sock, behind a circuit breaker that
+// opens after opts.BreakerFailures consecutive failed sends, stays open for
+// opts.FailoverTimeout, then lets one probe send through.
+func NewMember(sock evq.Socket, opts evq.Options, tr evq.Transport) *Member {
+	timeout := opts.FailoverTimeout
+	if timeout <= 0 {
+		timeout = evq.DefaultFailoverTimeout
+	}
+	trip := uint32(opts.BreakerFailuresOrDefault())
+	return &Member{Socket: sock.String(), tr: tr, cb: gobreaker.NewCircuitBreaker[int](gobreaker.Settings{
+		Name:        sock.String(),
+		MaxRequests: 1, // one probe when half-open
+		Timeout:     timeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= trip },
+		IsExcluded:  func(err error) bool { return errors.Is(err, context.Canceled) },
+	})}
 }
 
 // State returns the member's breaker state: closed, half-open or open.
 func (m *Member) State() string { return m.cb.State().String() }
+
+// Send sends events through the breaker. An open breaker refuses at once
+// with an error that wraps gobreaker.ErrOpenState (or ErrTooManyRequests
+// while its probe is out).
+func (m *Member) Send(ctx context.Context, events []*evq.Event) (int, error) {
+	n, err := m.cb.Execute(func() (int, error) {
+		n, err := m.tr.Send(ctx, events)
+		if err != nil && n > 0 {
+			// Some went through: the member is alive. Count the success
+			// now; the caller sends the rest again, and that try counts.
+			m.delivered.Add(uint64(n))
+			return n, nil
+		}
+		return n, err
+	})
+	if refused(err) {
+		return 0, fmt.Errorf("%s: breaker %s: %w", m.Socket, m.State(), err)
+	}
+	if err != nil {
+		m.failures.Add(1)
+		return n, err
+	}
+	if n == len(events) {
+		m.delivered.Add(uint64(n))
+	}
+	return n, nil
+}
+
+// refused reports whether err is an open breaker refusing a send.
+func refused(err error) bool {
+	return errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
+}
+
+// MemberStates reports the member alone, for a PARALLEL lane's status.
+func (m *Member) MemberStates() []evq.MemberState {
+	return []evq.MemberState{m.memberState()}
+}
+
+func (m *Member) memberState() evq.MemberState {
+	return evq.MemberState{Socket: m.Socket, State: m.State(), Delivered: m.delivered.Load(), Failures: m.failures.Load()}
+}
+
+// Close closes the member's transport.
+func (m *Member) Close() error { return m.tr.Close() }
 
 // Group delivers through its members by policy.
 type Group struct {
@@ -52,18 +124,14 @@ type Group struct {
 	next    int // ROUND-ROBIN: the member to start from
 }
 
-// New builds the group for sock (scheme virtual); newMember builds each
-// member's transport. It does not connect.
+// New builds the FAILOVER or ROUND-ROBIN group for sock; newMember builds
+// each member's transport. It does not connect.
 func New(sock evq.Socket, opts evq.Options, newMember func(evq.Socket) (evq.Transport, error)) (*Group, error) {
 	if sock.Scheme != "virtual" {
 		return nil, fmt.Errorf("virtual transport: %w: scheme %q", evq.ErrInvalidSocket, sock.Scheme)
 	}
 	if sock.Policy == evq.PolicyParallel {
-		return nil, fmt.Errorf("socket %q: %w: PARALLEL (FAILOVER and ROUND-ROBIN work)", sock, ErrUnsupportedPolicy)
-	}
-	timeout := opts.FailoverTimeout
-	if timeout <= 0 {
-		timeout = evq.DefaultFailoverTimeout
+		return nil, fmt.Errorf("socket %q: %w", sock, ErrParallel)
 	}
 	g := &Group{policy: sock.Policy}
 	for _, ms := range sock.Members {
@@ -72,13 +140,7 @@ func New(sock evq.Socket, opts evq.Options, newMember func(evq.Socket) (evq.Tran
 			g.Close()
 			return nil, fmt.Errorf("member %s: %w", ms, err)
 		}
-		g.members = append(g.members, &Member{Socket: ms.String(), tr: tr, cb: gobreaker.NewCircuitBreaker[int](gobreaker.Settings{
-			Name:        ms.String(),
-			MaxRequests: 1, // one probe when half-open
-			Timeout:     timeout,
-			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 1 }, // as OpenSIPS: one failure
-			IsExcluded:  func(err error) bool { return errors.Is(err, context.Canceled) },
-		})})
+		g.members = append(g.members, NewMember(ms, opts, tr))
 	}
 	return g, nil
 }
@@ -90,7 +152,7 @@ func (g *Group) Members() []*Member { return g.members }
 func (g *Group) MemberStates() []evq.MemberState {
 	out := make([]evq.MemberState, len(g.members))
 	for i, m := range g.members {
-		out[i] = evq.MemberState{Socket: m.Socket, State: m.State()}
+		out[i] = m.memberState()
 	}
 	return out
 }
@@ -108,13 +170,10 @@ func (g *Group) Send(ctx context.Context, events []*evq.Event) (int, error) {
 	var errs []error
 	for k := 0; k < len(g.members) && done < len(events); k++ {
 		m := g.members[(start+k)%len(g.members)]
-		n, err := m.cb.Execute(func() (int, error) { return m.tr.Send(ctx, events[done:]) })
+		n, err := m.Send(ctx, events[done:])
 		done += n
-		if err != nil {
-			if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
-				errs = append(errs, fmt.Errorf("%s: %w", m.Socket, err))
-			}
-			continue
+		if err != nil && !refused(err) {
+			errs = append(errs, fmt.Errorf("%s: %w", m.Socket, err))
 		}
 	}
 	if done == len(events) {

@@ -53,6 +53,7 @@ type defaultsConfig struct {
 	SuppressEventName bool     `json:"suppress_event_name"` // event_flatstore suppress_event_name
 	EscapeDelimiter   string   `json:"escape_delimiter"`    // event_flatstore escape_delimiter; " "
 	FailoverTimeout   duration `json:"failover_timeout"`    // event_virtual failover_timeout; 30s
+	BreakerFailures   int      `json:"breaker_failures"`    // evq: consecutive failures that open a virtual member's breaker; 1
 	MaxInflight       int      `json:"max_inflight"`        // evq: pipelined requests in reliable mode; 1
 	MaxAttempts       int      `json:"max_attempts"`        // evq: attempts before the dead letters; 0 = forever
 	MaxAge            duration `json:"max_age"`             // evq: dead-letter events older than this; 0 = never
@@ -62,7 +63,7 @@ func (d defaultsConfig) options() evq.Options {
 	return evq.Options{Reliable: d.Reliable, Timeout: time.Duration(d.TimeoutMS) * time.Millisecond,
 		EventParam: d.EventParam, UseStructParam: d.UseStructParam, Delimiter: d.Delimiter,
 		SuppressEventName: d.SuppressEventName, EscapeDelimiter: d.EscapeDelimiter,
-		FailoverTimeout: time.Duration(d.FailoverTimeout), MaxInflight: d.MaxInflight,
+		FailoverTimeout: time.Duration(d.FailoverTimeout), BreakerFailures: d.BreakerFailures, MaxInflight: d.MaxInflight,
 		MaxAttempts: d.MaxAttempts, MaxAge: time.Duration(d.MaxAge)}
 }
 

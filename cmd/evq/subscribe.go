@@ -25,9 +25,15 @@ type subscription struct {
 	Failures    uint64
 	LastError   string `json:"last_error"`
 	Members     []struct {
-		Socket  string
-		Breaker string
+		Socket      string
+		Breaker     string
+		Delivered   uint64
+		Failures    uint64
+		Cursor      *uint64
+		Lag         *uint64
+		DeadLetters *int `json:"dead_letters"`
 	}
+	Warnings []string
 }
 
 func runSubscribe(args []string) error {
@@ -45,6 +51,9 @@ func runSubscribe(args []string) error {
 	delimiter := fs.String("delimiter", "", "flatstore: the delimiter between values (default \",\")")
 	suppress := fs.Bool("suppress-event-name", false, "flatstore: leave out the event name")
 	escape := fs.String("escape-delimiter", "", "flatstore: what replaces the delimiter and line breaks inside values (default a space)")
+	failoverTimeout := fs.Duration("failover-timeout", 0, "virtual: how long a failed member's breaker stays open (default 30s)")
+	breakerFailures := fs.Int("breaker-failures", 0, "virtual: consecutive failures that open a member's breaker (default 1)")
+	parallelSuccess := fs.String("parallel-success", "", "virtual:PARALLEL: an event is delivered when all members (default) or any member acknowledged it")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: evq subscribe EVENT SOCKET [flags]\n")
 		fs.PrintDefaults()
@@ -64,6 +73,8 @@ func runSubscribe(args []string) error {
 		"max-inflight": *inflight, "max-attempts": *attempts, "max-age": int(maxAge.Seconds()),
 		"event-param": *eventParam, "use-struct-param": *useStruct, "delimiter": *delimiter,
 		"suppress-event-name": *suppress, "escape-delimiter": *escape,
+		"failover-timeout": int(failoverTimeout.Seconds()), "breaker-failures": *breakerFailures,
+		"parallel-success": *parallelSuccess,
 	}
 	body := map[string]any{"event": pos[0], "socket": pos[1]}
 	fs.Visit(func(f *flag.Flag) {
@@ -80,6 +91,9 @@ func runSubscribe(args []string) error {
 		return err
 	}
 	fmt.Printf("subscription %d: %s -> %s (cursor %d, lag %d, %s)\n", sub.ID, sub.Event, sub.Socket, sub.Cursor, sub.Lag, sub.State)
+	for _, w := range sub.Warnings {
+		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+	}
 	return nil
 }
 
@@ -146,7 +160,15 @@ func runSubscribers(args []string) error {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.ID, s.Event, s.Socket, mode, s.State, s.Cursor, s.Lag, s.DeadLetters, s.Delivered, s.LastError)
 		for _, m := range s.Members { // a virtual group: one line per member
-			fmt.Fprintf(tw, "\t\t  %s\tbreaker %s\t\t\t\t\t\t\n", m.Socket, m.Breaker)
+			cursor, lag, dlq := "", "", ""
+			if m.Cursor != nil { // PARALLEL: each member has its own progress
+				cursor, lag, dlq = strconv.FormatUint(*m.Cursor, 10), strconv.FormatUint(*m.Lag, 10), strconv.Itoa(*m.DeadLetters)
+			}
+			failures := ""
+			if m.Failures > 0 {
+				failures = fmt.Sprintf("%d failures", m.Failures)
+			}
+			fmt.Fprintf(tw, "\t\t  %s\t\tbreaker %s\t%s\t%s\t%s\t%d\t%s\n", m.Socket, m.Breaker, cursor, lag, dlq, m.Delivered, failures)
 		}
 	}
 	return tw.Flush()
