@@ -26,21 +26,7 @@ const wait = 10 * time.Second
 
 func newEngine(t *testing.T, l delivery.Log, newTr func(evq.Subscription) (evq.Transport, error)) *delivery.Engine {
 	t.Helper()
-	if newTr == nil {
-		newTr = transports.New
-	}
-	e := delivery.New(l, &delivery.Options{NewTransportFunc: newTr, RetryInitial: time.Millisecond, RetryMax: 20 * time.Millisecond})
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := e.Close(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	return e
+	return evqtest.StartEngine(t, l, &delivery.Options{NewTransportFunc: newTr, RetryInitial: time.Millisecond, RetryMax: 20 * time.Millisecond})
 }
 
 func raise(t *testing.T, e *delivery.Engine, name string, from, n int) {

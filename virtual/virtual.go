@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/sony/gobreaker/v2"
@@ -67,6 +68,9 @@ func NewMember(sock evq.Socket, opts evq.Options, tr evq.Transport) *Member {
 		Timeout:     timeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= trip },
 		IsExcluded:  func(err error) bool { return errors.Is(err, context.Canceled) },
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			slog.Info("virtual group member breaker", "member", name, "from", from.String(), "to", to.String())
+		},
 	})}
 }
 
@@ -88,7 +92,7 @@ func (m *Member) Send(ctx context.Context, events []*evq.Event) (int, error) {
 		return n, err
 	})
 	if refused(err) {
-		return 0, fmt.Errorf("%s: breaker %s: %w", m.Socket, m.State(), err)
+		return 0, fmt.Errorf("not tried: %w", err)
 	}
 	if err != nil {
 		m.failures.Add(1)

@@ -182,6 +182,11 @@ func TestE2E_CLI(t *testing.T) {
 		{[]string{"dlq", "purge", "9"}, "not found (HTTP 404)", true},
 		{[]string{"unsubscribe", "x"}, `subscription ID "x" is not a number`, true},
 		{[]string{"bogus"}, `unknown command "bogus"`, true},
+		{[]string{"subscribe", "E_V", "virtual:FAILOVER udp:127.0.0.1:9 " + r.Socket(), "--failover-timeout", "5s"},
+			"warning: FAILOVER member 1 (udp:127.0.0.1:9) cannot detect a failed delivery", false},
+		{[]string{"subscribe", "E_V", "virtual:PARALLEL " + r.Socket() + " tcp:127.0.0.1:9", "--reliable", "--parallel-success", "any", "--breaker-failures", "2"},
+			"subscription 3: E_V -> virtual:PARALLEL", false},
+		{[]string{"subscribe", "E_V", "virtual:PARALLEL " + r.Socket(), "--parallel-success", "some"}, `parallel_success "some": want "all"`, true},
 	} {
 		out, err := run(tt.args...)
 		if (err != nil) != tt.wantErr || !strings.Contains(out, tt.want) {
@@ -193,9 +198,11 @@ func TestE2E_CLI(t *testing.T) {
 		t.Fatalf("%s %s", got[0].Raw, got[1].Raw)
 	}
 	out, err := run("subscribers")
-	if err != nil || !strings.Contains(out, "reliable") || !strings.Contains(out, "active") {
+	if err != nil || !strings.Contains(out, "reliable") || !strings.Contains(out, "active") ||
+		!strings.Contains(out, "udp:127.0.0.1:9") || !strings.Contains(out, "breaker closed") {
 		t.Fatalf("%v %s", err, out)
 	}
+	t.Logf("evq subscribers:\n%s", out)
 	out, err = run("unsubscribe", "1")
 	if err != nil || !strings.Contains(out, "unsubscribed 1") {
 		t.Fatalf("%v %s", err, out)

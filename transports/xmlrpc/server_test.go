@@ -5,18 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/evq/evq"
+	"github.com/evq/evq/internal/evqtest"
 	"github.com/evq/evq/transports/transporttest"
 	"github.com/evq/evq/transports/xmlrpc"
 	"go.uber.org/goleak"
@@ -137,104 +134,13 @@ func TestPythonServer(t *testing.T) {
 	}
 }
 
-// peer is a Go XML-RPC receiver for the conformance suite, restartable on
-// the same address.
-type peer struct {
-	t       *testing.T
-	addr    string
-	mu      sync.Mutex
-	got     [][]byte
-	reject  int
-	stalled chan struct{} // non-nil while stalled; closed to let handlers go
-	srv     *http.Server
-	done    chan struct{}
-}
-
-func (p *peer) RejectNext(n int) { p.mu.Lock(); p.reject = n; p.mu.Unlock() }
-
-func (p *peer) Stall(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on && p.stalled == nil {
-		p.stalled = make(chan struct{})
-	}
-	if !on && p.stalled != nil {
-		close(p.stalled)
-		p.stalled = nil
-	}
-}
-
-func newPeer(t *testing.T) *peer {
-	p := &peer{t: t, addr: "127.0.0.1:0"}
-	p.Restart()
-	t.Cleanup(p.Stop)
-	return p
-}
-
-func (p *peer) Socket() string { return "xmlrpc:" + p.addr + ":handle" }
-
-func (p *peer) Payloads() [][]byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([][]byte(nil), p.got...)
-}
-
-func (p *peer) Restart() {
-	var ln net.Listener
-	var err error
-	for i := 0; i < 50; i++ {
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		p.mu.Lock()
-		stalled, reject := p.stalled, p.reject > 0
-		if reject {
-			p.reject--
-		} else if stalled == nil {
-			p.got = append(p.got, b)
-		}
-		p.mu.Unlock()
-		if stalled != nil {
-			select { // hold the answer back until unstalled or stopped
-			case <-stalled:
-			case <-r.Context().Done():
-			}
-			return
-		}
-		if reject {
-			io.WriteString(w, `<?xml version="1.0"?><methodResponse><fault><value><struct><member><name>faultString</name><value><string>refused by test</string></value></member></struct></value></fault></methodResponse>`)
-			return
-		}
-		io.WriteString(w, `<?xml version="1.0"?><methodResponse><params><param><value><boolean>1</boolean></value></param></params></methodResponse>`)
-	})}
-	p.done = make(chan struct{})
-	go func(srv *http.Server, done chan struct{}) { srv.Serve(ln); close(done) }(p.srv, p.done)
-}
-
-func (p *peer) Stop() {
-	p.Stall(false)
-	if p.srv != nil {
-		p.srv.Close()
-		<-p.done
-		p.srv = nil
-	}
-}
-
 var indexRE = regexp.MustCompile(`<name>i</name>\n<value><int>(\d+)</int>`)
 
 func TestConformance(t *testing.T) {
 	for _, reliable := range []bool{false, true} {
 		t.Run(map[bool]string{false: "Notify", true: "Reliable"}[reliable], func(t *testing.T) {
 			transporttest.Run(t, transporttest.Harness{
-				NewPeer: func(t *testing.T) transporttest.Peer { return newPeer(t) },
+				NewPeer: func(t *testing.T) transporttest.Peer { return evqtest.NewXMLRPCReceiver(t) },
 				New: func(t *testing.T, socket string) evq.Transport {
 					return newTransport(t, socket, evq.Options{Reliable: reliable, Timeout: 300 * time.Millisecond})
 				},
