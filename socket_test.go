@@ -55,9 +55,10 @@ func TestParseSocket_Errors(t *testing.T) {
 		{"xmlrpc:127.0.0.1:9000", "expected xmlrpc:host:port:method"},
 		{"unix:", "empty path"},
 		{"rabbitmq:host", "missing /routing_key"},
-		{"virtual:SOMETIMES tcp:a:1", `unknown policy "SOMETIMES"`},
-		{"virtual:PARALLEL", "no members"},
-		{"virtual:PARALLEL virtual:FAILOVER", "member"},
+		{"virtual:SOMETIMES tcp:a:1", `unknown policy "SOMETIMES" (want PARALLEL, FAILOVER or ROUND-ROBIN); expected virtual:POLICY socket1 socket2 ...`},
+		{"virtual:PARALLEL", "no members; expected virtual:POLICY socket1 socket2 ..."},
+		{"virtual:PARALLEL tcp:a:1 virtual:FAILOVER", `member "virtual:FAILOVER": virtual groups cannot be nested; expected virtual:POLICY`},
+		{"virtual:FAILOVER tcp:a:1 bogus:x", `member: invalid socket "bogus:x": unknown scheme "bogus"`},
 	}
 	for _, tt := range tests {
 		_, err := ParseSocket(tt.in)
@@ -93,4 +94,29 @@ func FuzzParseSocket(f *testing.F) {
 			t.Fatalf("port %d", s.Port)
 		}
 	})
+}
+
+func TestSocketWarnings(t *testing.T) {
+	for _, tt := range []struct {
+		socket string
+		opts   Options
+		want   string // "" for no warning
+	}{
+		{"tcp:a:1", Options{}, ""},
+		{"virtual:FAILOVER tcp:a:1 udp:b:2", Options{}, ""},
+		{"virtual:FAILOVER udp:b:2 tcp:a:1", Options{}, "FAILOVER member 1 (udp:b:2) cannot detect a failed delivery, so the members after it are never tried: put it last"},
+		{"virtual:FAILOVER tcp:a:1 unix:/s tcp:c:3", Options{}, "FAILOVER member 2 (unix:/s)"},
+		{"virtual:ROUND-ROBIN tcp:a:1 udp:b:2", Options{}, "ROUND-ROBIN member 2 (udp:b:2) cannot detect a failed delivery: the events rotated to it are lost if its receiver is down"},
+		{"virtual:PARALLEL tcp:a:1 udp:b:2", Options{}, ""},
+		{"virtual:PARALLEL tcp:a:1 udp:b:2", Options{ParallelSuccess: SuccessAny}, "PARALLEL member 2 (udp:b:2) cannot detect a failed delivery, so with parallel_success any it counts every event delivered"},
+	} {
+		sock, err := ParseSocket(tt.socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := sock.Warnings(tt.opts)
+		if tt.want == "" && len(got) != 0 || tt.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], tt.want)) {
+			t.Errorf("%s: warnings %q, want %q", tt.socket, got, tt.want)
+		}
+	}
 }
