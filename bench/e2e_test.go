@@ -3,10 +3,12 @@ package bench
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/evq/evq"
+	"github.com/evq/evq/bench/load"
 	"github.com/evq/evq/delivery"
 	"github.com/evq/evq/internal/evqtest"
 	"github.com/evq/evq/transports"
@@ -24,13 +26,9 @@ func BenchmarkEndToEnd_Reliable(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer e.Close(context.Background())
-			r, err := newAckReceiver()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer r.close()
-			r.target.Store(int64(b.N))
-			_, err = e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_ACC_CDR", Socket: r.socket(),
+			r, all := receiveN(b, int64(b.N))
+			defer r.Close()
+			_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_ACC_CDR", Socket: r.Socket(),
 				Options: evq.Options{Reliable: true, MaxInflight: tc.window}})
 			if err != nil {
 				b.Fatal(err)
@@ -40,9 +38,9 @@ func BenchmarkEndToEnd_Reliable(b *testing.B) {
 			raised, lat := evqtest.RunRaisers(b, tc.raisers, func(ev *evq.Event) error { return e.Raise(context.Background(), ev) })
 			start := time.Now().Add(-raised)
 			select {
-			case <-r.notify:
+			case <-all:
 			case <-time.After(time.Minute):
-				b.Fatalf("receiver got %d of %d", r.received.Load(), b.N)
+				b.Fatalf("receiver got %d of %d", r.Received(), b.N)
 			}
 			d := time.Since(start)
 			b.ReportMetric(float64(b.N)/d.Seconds(), "events/s")
@@ -52,4 +50,20 @@ func BenchmarkEndToEnd_Reliable(b *testing.B) {
 			evqtest.ReportCommits(b, st.Commits.Load(), st.CommitEvents.Load(), st.CommitNanos.Load())
 		})
 	}
+}
+
+// receiveN starts a receiver whose channel is closed when it has read n
+// events.
+func receiveN(b *testing.B, n int64) (*load.AckReceiver, <-chan struct{}) {
+	all := make(chan struct{})
+	var got atomic.Int64
+	r, err := load.NewAckReceiver(func([]byte) {
+		if got.Add(1) == n {
+			close(all)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return r, all
 }

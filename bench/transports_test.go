@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/evq/evq"
+	"github.com/evq/evq/bench/load"
 	"github.com/evq/evq/internal/evqtest"
 	"github.com/evq/evq/transports"
 )
@@ -47,12 +48,12 @@ func BenchmarkTransport(b *testing.B) {
 	for _, reliable := range []bool{false, true} {
 		name := map[bool]string{false: "tcp", true: "tcp-reliable"}[reliable]
 		b.Run(name, func(b *testing.B) {
-			r, err := newAckReceiver()
+			r, err := load.NewAckReceiver(nil)
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer r.close()
-			run(b, evq.Subscription{Socket: r.socket(), Options: evq.Options{Reliable: reliable, MaxInflight: 256}})
+			defer r.Close()
+			run(b, evq.Subscription{Socket: r.Socket(), Options: evq.Options{Reliable: reliable, MaxInflight: 256}})
 		})
 	}
 	for _, reliable := range []bool{false, true} {

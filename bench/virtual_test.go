@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/evq/evq"
+	"github.com/evq/evq/bench/load"
 	"github.com/evq/evq/delivery"
 	"github.com/evq/evq/internal/evqtest"
 	"github.com/evq/evq/transports"
@@ -48,19 +49,19 @@ func benchGroup(b *testing.B, policy string, members int, withDead bool, deadAt 
 	defer e.Close(context.Background())
 
 	socket := "virtual:" + policy
-	var live []*ackReceiver
+	var live []*load.AckReceiver
 	for i := 0; i < members; i++ {
 		if withDead && i == deadAt {
 			socket += " " + refusedSocket(b)
 			continue
 		}
-		r, err := newAckReceiver()
+		r, err := load.NewAckReceiver(nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer r.close()
+		defer r.Close()
 		live = append(live, r)
-		socket += " " + r.socket()
+		socket += " " + r.Socket()
 	}
 
 	// The backlog is stored before the clock starts: this measures delivery.
@@ -85,7 +86,7 @@ func benchGroup(b *testing.B, policy string, members int, withDead bool, deadAt 
 	done := func() bool {
 		var sum int64
 		for _, r := range live {
-			n := r.received.Load()
+			n := r.Received()
 			if policy == evq.PolicyParallel && n < int64(b.N) {
 				return false
 			}

@@ -182,6 +182,8 @@ func TestE2E_CLI(t *testing.T) {
 		{[]string{"dlq", "purge", "9"}, "not found (HTTP 404)", true},
 		{[]string{"unsubscribe", "x"}, `subscription ID "x" is not a number`, true},
 		{[]string{"bogus"}, `unknown command "bogus"`, true},
+		{[]string{"bench", "--embedded", "--count", "2000", "--subscribers", "2", "--json"}, `"delivered": 4000,`, false},
+		{[]string{"bench", "--embedded", "--size", "8"}, "--size 8: want at least 32 bytes", true},
 		{[]string{"subscribe", "E_V", "virtual:FAILOVER udp:127.0.0.1:9 " + r.Socket(), "--failover-timeout", "5s"},
 			"warning: FAILOVER member 1 (udp:127.0.0.1:9) cannot detect a failed delivery", false},
 		{[]string{"subscribe", "E_V", "virtual:PARALLEL " + r.Socket() + " tcp:127.0.0.1:9", "--reliable", "--parallel-success", "any", "--breaker-failures", "2"},

@@ -27,6 +27,8 @@ Client (--server URL, or EVQ_SERVER, default http://127.0.0.1:8055):
 
 Testing:
   evq listen HOST:PORT [--reject N]       a JSON-RPC subscriber that prints what it receives
+  evq bench [--embedded] [--rate N] [--duration 10s] [--concurrency 64] [--subscribers 1]
+                                          load: raise, deliver and acknowledge; report throughput and latency
 
 Run "evq COMMAND --help" for a command's flags.
 `
@@ -63,6 +65,8 @@ func main() {
 		err = runListen(args)
 	case "flatstore":
 		err = runFlatstore(args)
+	case "bench":
+		err = runBench(args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

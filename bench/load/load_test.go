@@ -1,0 +1,62 @@
+package load
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestPayload(t *testing.T) {
+	at := time.Unix(1763900000, 123456789)
+	p := Payload(nil, at, 256)
+	if len(p) != 256 {
+		t.Fatalf("payload is %d bytes", len(p))
+	}
+	got, ok := SentAt([]byte(`{"jsonrpc":"2.0","method":"E_BENCH","params":{"p":"` + string(p) + `"},"id":7}`))
+	if !ok || !got.Equal(at) {
+		t.Fatalf("SentAt: %v %v, want %v", got, ok, at)
+	}
+	if _, ok := SentAt([]byte(`{"t=":"nothing"}`)); ok {
+		t.Fatal("found a time where there is none")
+	}
+}
+
+// A run against an embedded evq delivers every event to every subscriber
+// and reports it.
+func TestRun_Embedded(t *testing.T) {
+	sys, err := NewEmbedded(t.TempDir(), EvqOptions{Subscribers: 3, Reliable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	res, err := Run(context.Background(), sys, Config{Publishers: 8, Count: 3000}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 3000 || res.Delivered != 9000 || res.Errors != 0 || res.Consumers != 3 {
+		t.Fatalf("%+v", res)
+	}
+	if res.PublishPS <= 0 || res.DeliverPS <= 0 || res.EndToEnd.P50 <= 0 || res.EndToEnd.Max < res.EndToEnd.P99 {
+		t.Fatalf("%+v", res)
+	}
+}
+
+// With a target rate, publishers keep to it.
+func TestRun_Rate(t *testing.T) {
+	sys, err := NewEmbedded(t.TempDir(), EvqOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	res, err := Run(context.Background(), sys, Config{Publishers: 4, Rate: 2000, Count: 1000}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PublishPS > 2400 {
+		t.Fatalf("published %.0f/s with a target of 2000/s", res.PublishPS)
+	}
+}
