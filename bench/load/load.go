@@ -85,7 +85,7 @@ type Result struct {
 	Published  int64   `json:"published"`
 	Delivered  int64   `json:"delivered"` // deliveries, every consumer counted
 	Errors     int64   `json:"errors"`
-	Seconds    float64 `json:"seconds"`     // from the first publish to the last delivery
+	Seconds    float64 `json:"seconds"` // from the first publish to the last delivery
 	PublishPS  float64 `json:"publish_per_s"`
 	DeliverPS  float64 `json:"deliver_per_s"` // messages delivered to every consumer, per second
 	PublishLat Latency `json:"publish_latency_ms"`
