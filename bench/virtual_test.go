@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -52,7 +51,7 @@ func benchGroup(b *testing.B, policy string, members int, withDead bool, deadAt 
 	var live []*load.AckReceiver
 	for i := 0; i < members; i++ {
 		if withDead && i == deadAt {
-			socket += " " + refusedSocket(b)
+			socket += " tcp:" + deadAddr(b)
 			continue
 		}
 		r, err := load.NewAckReceiver(nil)
@@ -104,15 +103,4 @@ func benchGroup(b *testing.B, policy string, members int, withDead bool, deadAt 
 	d := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/d.Seconds(), "events/s")
-}
-
-// refusedSocket returns a tcp: socket on which nothing listens.
-func refusedSocket(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "tcp:" + addr
 }

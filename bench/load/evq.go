@@ -1,21 +1,26 @@
 package load
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/evq/evq"
 	"github.com/evq/evq/delivery"
 	"github.com/evq/evq/queue"
 	"github.com/evq/evq/transports"
+	"github.com/evq/evq/transports/stream"
 )
 
 // EvqOptions shape the evq side of a run.
@@ -65,6 +70,9 @@ type Embedded struct {
 	log  *queue.Log
 	eng  *delivery.Engine
 	recv []*AckReceiver
+
+	mu    sync.Mutex
+	conns []net.Conn // Ingest's publishers
 }
 
 // NewEmbedded opens a log in dir (which should be new, or hold a store of
@@ -228,4 +236,87 @@ func (s *Remote) Close() error {
 	}
 	s.client.CloseIdleConnections()
 	return errors.Join(errs...)
+}
+
+// Ingest is the embedded evq reached the way OpenSIPS reaches it: publishers
+// are JSON-RPC clients over loopback TCP to evq's tcp ingest listener, one
+// connection each, and a request is answered once its event is fsynced.
+// This is the like-for-like path against brokers with network clients.
+type Ingest struct {
+	*Embedded
+	ln *stream.Listener
+}
+
+// NewIngest starts an embedded evq in dir with a tcp ingest listener.
+func NewIngest(dir string, opts EvqOptions) (*Ingest, error) {
+	e, err := NewEmbedded(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := stream.Listen("127.0.0.1:0", e.eng, &stream.ListenerOptions{MaxConns: 8192})
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	return &Ingest{Embedded: e, ln: ln}, nil
+}
+
+// Name implements System.
+func (s *Ingest) Name() string { return "evq-tcp" }
+
+// Durability implements System.
+func (s *Ingest) Durability() string {
+	return "fsync of every group commit before the JSON-RPC reply (tcp ingest, as OpenSIPS reliable_mode)"
+}
+
+// Publisher implements System: one connection, one request at a time.
+func (s *Ingest) Publisher(ctx context.Context) (func([]byte) error, error) {
+	c, err := net.Dial("tcp", s.ln.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.conns = append(s.conns, c)
+	s.mu.Unlock()
+	br := bufio.NewReader(c)
+	var req, buf []byte
+	var id uint64
+	return func(p []byte) error {
+		id++
+		req = append(req[:0], `{"jsonrpc":"2.0","method":"`...)
+		req = append(req, s.opts.Event...)
+		req = append(req, `","params":{"p":"`...)
+		req = append(req, p...)
+		req = append(req, `"},"id":`...)
+		req = strconv.AppendUint(req, id, 10)
+		req = append(req, '}')
+		if _, err := c.Write(req); err != nil {
+			return err
+		}
+		obj, err := stream.ReadObject(br, buf, 1<<20)
+		if err != nil {
+			return err
+		}
+		buf = obj
+		rep, err := stream.ParseReply(obj)
+		switch {
+		case err != nil:
+			return err
+		case rep.HasError:
+			return fmt.Errorf("evq answered %s", rep.Error)
+		case !rep.HasID || rep.ID != id:
+			return fmt.Errorf("reply %s to request %d", obj, id)
+		}
+		return nil
+	}, nil
+}
+
+// Close implements System.
+func (s *Ingest) Close() error {
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	return errors.Join(s.ln.Close(), s.Embedded.Close())
 }
