@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/wcharczuk/go-chart/v2"
+	"github.com/wcharczuk/go-chart/v2/drawing"
 
 	"github.com/evq/evq/bench/load"
 )
@@ -51,6 +52,7 @@ func main() {
 	chartPath := flag.String("chart", "", "write a chart of delivered events/s against publishers to this file (.svg or .png)")
 	jsonPath := flag.String("json", "", "write every result as JSON to this file")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	replot := flag.String("replot", "", "draw -chart from the results of an earlier -json file instead of running")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -72,6 +74,20 @@ func main() {
 		counts = append(counts, n)
 	}
 	names := strings.Split(*systems, ",")
+	if *replot != "" {
+		var results map[string]map[int]load.Result
+		b, err := os.ReadFile(*replot)
+		if err == nil {
+			err = json.Unmarshal(b, &results)
+		}
+		if err == nil {
+			err = writeChart(*chartPath, counts, names, results)
+		}
+		if err != nil {
+			fatalf("replot: %v", err)
+		}
+		return
+	}
 	open := map[string]func() (load.System, error){
 		"evq": func() (load.System, error) {
 			return inTemp(func(dir string) (load.System, error) { return load.NewEmbedded(dir, load.EvqOptions{Reliable: true}) })
@@ -198,21 +214,22 @@ func writeChart(path string, counts []int, names []string, results map[string]ma
 		ticks = append(ticks, chart.Tick{Value: math.Log2(float64(n)), Label: strconv.Itoa(n)})
 	}
 	g := chart.Chart{
-		Title:      "durable publish → consume, both acknowledged (256-byte messages)",
+		Title:      "durable publish, then consume: both acknowledged",
 		Width:      900,
 		Height:     500,
-		Background: chart.Style{Padding: chart.Box{Top: 50, Left: 20, Right: 20, Bottom: 20}},
+		Background: chart.Style{Padding: chart.Box{Top: 50, Left: 150, Right: 20, Bottom: 20}},
 		XAxis:      chart.XAxis{Name: "concurrent publishers", Ticks: ticks},
 		YAxis: chart.YAxis{Name: "delivered events/s", ValueFormatter: func(v any) string {
 			return fmt.Sprintf("%.0fk", v.(float64)/1000)
 		}},
+		YAxisSecondary: chart.YAxis{Style: chart.Hidden()},
 	}
 	for _, name := range names {
 		r, ok := results[name]
 		if !ok {
 			continue
 		}
-		s := chart.ContinuousSeries{Name: name}
+		s := chart.ContinuousSeries{Name: name, Style: chart.Style{StrokeWidth: 2, StrokeColor: colors[name]}}
 		for _, n := range counts {
 			if res, ok := r[n]; ok {
 				s.XValues = append(s.XValues, math.Log2(float64(n)))
@@ -235,6 +252,15 @@ func writeChart(path string, counts []int, names []string, results map[string]ma
 		return err
 	}
 	return f.Close()
+}
+
+// colors keeps evq's lines apart from the peers' in the chart.
+var colors = map[string]drawing.Color{
+	"evq":             drawing.ColorFromHex("1b7837"),
+	"evq-tcp":         drawing.ColorFromHex("5aae61"),
+	"rabbitmq-quorum": drawing.ColorFromHex("e66101"),
+	"jetstream":       drawing.ColorFromHex("5e3c99"),
+	"jetstream-sync":  drawing.ColorFromHex("b2abd2"),
 }
 
 // tempSystem is a system whose store lives in a directory removed at Close.
