@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/evq/evq"
 )
@@ -121,6 +122,57 @@ type decoder struct {
 
 func newDecoder(b []byte) decoder { return decoder{b: b, str: string(b)} }
 
+// slab holds the memory of a batch of decoded events in a few large
+// allocations (events, params, and the bytes their strings point into)
+// instead of three per event: a replay scan is bound by the garbage
+// collector otherwise. A decoded event keeps its whole chunk alive.
+type slab struct {
+	hint   int // at most this many events expected
+	size   int // events the current chunks are sized for: 16, doubling up to hint
+	events []evq.Event
+	params []evq.Param
+	bytes  []byte
+}
+
+// grow sizes the next chunks: small for a short read, doubling while a
+// read goes on, so that reading a few events does not allocate for a
+// thousand.
+func (s *slab) grow() int {
+	s.size = min(max(2*s.size, 16), max(s.hint, 16))
+	return s.size
+}
+
+func (s *slab) event() *evq.Event {
+	if len(s.events) == cap(s.events) {
+		s.events = make([]evq.Event, 0, s.grow())
+	}
+	s.events = s.events[:len(s.events)+1]
+	return &s.events[len(s.events)-1]
+}
+
+func (s *slab) paramSlice(n int) []evq.Param {
+	if cap(s.params)-len(s.params) < n {
+		s.params = make([]evq.Param, 0, max(12*s.size, n))
+	}
+	p := s.params[len(s.params) : len(s.params)+n : len(s.params)+n]
+	s.params = s.params[:len(s.params)+n]
+	return p
+}
+
+// copyString copies b into the slab and returns it as a string. The bytes
+// are never written again, so the string stays immutable.
+func (s *slab) copyString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(s.bytes)-len(s.bytes) < len(b) {
+		s.bytes = make([]byte, 0, max(256*s.size, len(b)))
+	}
+	off := len(s.bytes)
+	s.bytes = append(s.bytes, b...)
+	return unsafe.String(&s.bytes[off], len(b))
+}
+
 func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0
@@ -178,22 +230,32 @@ func (d *decoder) string() string {
 // decodeEvent decodes an encoded event of the given name and seq. It copies
 // everything it keeps, so enc may be bbolt memory.
 func decodeEvent(name string, seq uint64, enc []byte) (*evq.Event, error) {
+	return decodeEventIn(nil, name, seq, enc)
+}
+
+// decodeEventIn decodes like decodeEvent, into s's memory if s is not nil.
+func decodeEventIn(s *slab, name string, seq uint64, enc []byte) (*evq.Event, error) {
 	if len(enc) < headerLen || enc[0] != formatVersion {
 		return nil, fmt.Errorf("%w: event %d of %s: bad header", ErrCorrupt, seq, name)
 	}
-	ev := &evq.Event{
-		Seq:   seq,
-		Name:  name,
-		Time:  time.Unix(0, timeOf(enc)).UTC(),
-		Named: enc[17]&1 != 0,
+	var ev *evq.Event
+	var d decoder
+	if s != nil {
+		ev = s.event()
+		d = decoder{b: enc, str: s.copyString(enc)}
+	} else {
+		ev = new(evq.Event)
+		d = newDecoder(enc)
 	}
-	d := newDecoder(enc)
+	ev.Seq, ev.Name, ev.Time, ev.Named = seq, name, time.Unix(0, timeOf(enc)).UTC(), enc[17]&1 != 0
 	d.b = d.b[headerLen:]
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
 		return nil, fmt.Errorf("%w: event %d of %s: param count %d", ErrCorrupt, seq, name, n)
 	}
-	if n > 0 {
+	if n > 0 && s != nil {
+		ev.Params = s.paramSlice(int(n))
+	} else if n > 0 {
 		ev.Params = make([]evq.Param, n)
 	}
 	for i := range ev.Params {

@@ -20,8 +20,9 @@ func (l *Log) Read(name string, after uint64, max int) ([]*evq.Event, error) {
 			return nil
 		}
 		c := b.Cursor()
+		mem := &slab{hint: min(max, 1024)}
 		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
-			ev, err := decodeEvent(name, keySeq(k), v)
+			ev, err := decodeEventIn(mem, name, keySeq(k), v)
 			if err != nil {
 				return err
 			}
