@@ -397,3 +397,22 @@ func TestEngine_VirtualFailover(t *testing.T) {
 		t.Fatalf("member states %+v", st.Members)
 	}
 }
+
+// A redriven dead letter gets a full max_age of retries from the redrive,
+// not one attempt because it was raised long ago.
+func TestEngine_RedriveRestartsMaxAge(t *testing.T) {
+	e := newEngine(t, evqtest.MustOpenLog(t, nil), nil)
+	r := evqtest.NewReceiver(t)
+	r.Stop()
+	st := subscribe(t, e, "E_R", r.Socket(), evq.Options{Reliable: true, MaxAge: 200 * time.Millisecond})
+	raise(t, e, "E_R", 0, 3)
+	waitState(t, e, st.ID, func(s delivery.Status) bool { return s.DeadLetters == 3 })
+	time.Sleep(300 * time.Millisecond) // the letters are now well past max_age
+	r.Restart()
+	r.RejectFirst(2)
+	if n, err := e.Redrive(st.ID); n != 3 || err != nil {
+		t.Fatal(n, err)
+	}
+	assertInOrder(t, indexes(t, r.WaitFor(3, wait)), 0, 3)
+	waitState(t, e, st.ID, func(s delivery.Status) bool { return s.DeadLetters == 0 })
+}

@@ -28,6 +28,8 @@ type worker struct {
 
 	group *group // the PARALLEL group this worker is a lane of, or nil
 	lane  int    // its index in group
+
+	redriveStart time.Time // while redriving: max_age counts from here
 }
 
 // counters are a subscription's delivery counts; they outlive its workers.
@@ -207,6 +209,16 @@ func (w *worker) deliver(events []*evq.Event, ok func([]*evq.Event), park func(*
 }
 
 // giveUp reports whether a failed event should be dead-lettered now.
+// born is when ev's max_age starts: when it was raised, or for a redriven
+// dead letter when the redrive began, so that a redrive gets a full max_age
+// of attempts rather than one.
+func (w *worker) born(ev *evq.Event) time.Time {
+	if !w.redriveStart.IsZero() {
+		return w.redriveStart
+	}
+	return ev.Time
+}
+
 func (w *worker) giveUp(ev *evq.Event, err error) bool {
 	o := w.sub.Options
 	switch {
@@ -214,7 +226,7 @@ func (w *worker) giveUp(ev *evq.Event, err error) bool {
 		return true
 	case o.MaxAttempts > 0 && w.attempts >= o.MaxAttempts:
 		return true
-	case o.MaxAge > 0 && w.e.opts.NowFunc().Sub(ev.Time) >= o.MaxAge:
+	case o.MaxAge > 0 && w.e.opts.NowFunc().Sub(w.born(ev)) >= o.MaxAge:
 		return true
 	}
 	return false
@@ -246,6 +258,8 @@ func (w *worker) wait(d time.Duration) bool {
 
 // redriveAll sends the subscription's dead letters again, once each.
 func (w *worker) redriveAll() {
+	w.redriveStart = w.e.opts.NowFunc()
+	defer func() { w.redriveStart = time.Time{} }()
 	var after uint64
 	for !w.stopping() {
 		letters, err := w.e.log.DeadLetters(w.sub.ID, after, w.e.opts.ReadBatch)
