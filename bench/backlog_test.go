@@ -26,7 +26,8 @@ import (
 // listens on their sockets, and reports what it costs: resident memory
 // (RSS, split into the Go heap and the rest), and bytes on disk per event.
 // It runs once, whatever -benchtime says, and needs about 3.5 GB of disk;
-// EVQ_BACKLOG_EVENTS sets another size.
+// EVQ_BACKLOG_EVENTS sets another size, EVQ_BACKLOG_SUBS another number of
+// subscribers.
 //
 //	go test -run XXX -bench Backlog -benchtime 1x ./bench
 func BenchmarkBacklog(b *testing.B) {
@@ -50,8 +51,14 @@ func BenchmarkBacklog(b *testing.B) {
 	}
 	defer e.Close(context.Background())
 	dead := deadAddr(b)
-	for i := 0; i < 100; i++ {
-		// 100 subscriptions of one dead receiver: each socket differs by
+	subs := 100
+	if v := os.Getenv("EVQ_BACKLOG_SUBS"); v != "" {
+		if subs, err = strconv.Atoi(v); err != nil || subs < 0 {
+			b.Fatalf("EVQ_BACKLOG_SUBS=%q: want a number of subscribers", v)
+		}
+	}
+	for i := 0; i < subs; i++ {
+		// Subscriptions of one dead receiver: each socket differs by
 		// its /method, so each is a subscription of its own.
 		_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_ACC_CDR",
 			Socket: fmt.Sprintf("tcp:%s/cdr%d", dead, i), Start: delivery.Start{Kind: delivery.StartEarliest},
