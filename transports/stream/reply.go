@@ -103,7 +103,7 @@ func ParseReply(obj []byte) (Reply, error) {
 	}
 	for {
 		s.ws()
-		key, ok := s.str()
+		raw, plain, ok := s.span()
 		if !ok {
 			return rep, s.fail("want a member name")
 		}
@@ -117,7 +117,11 @@ func ParseReply(obj []byte) (Reply, error) {
 			return rep, s.fail("bad value")
 		}
 		val := obj[start:s.i]
-		switch key {
+		key := raw
+		if !plain {
+			key = unquote(raw)
+		}
+		switch string(key) { // compared without a copy
 		case "id":
 			if n, err := strconv.ParseUint(string(val), 10, 64); err == nil {
 				rep.ID, rep.HasID = n, true
@@ -177,56 +181,59 @@ func (s *scanner) eat(c byte) bool {
 	return false
 }
 
-// str scans a string and returns its contents; escapes are decoded only for
-// the plain cases, which is all member names of a reply use.
-func (s *scanner) str() (string, bool) {
+// span scans a string and returns its raw contents, without copying, and
+// whether it has no escapes.
+func (s *scanner) span() (raw []byte, plain, ok bool) {
 	if !s.eat('"') {
-		return "", false
+		return nil, false, false
 	}
 	start := s.i
-	plain := true
+	plain = true
 	for s.i < len(s.b) {
 		c := s.b[s.i]
 		switch {
 		case c == '"':
-			out := s.b[start:s.i]
+			raw = s.b[start:s.i]
 			s.i++
-			if plain {
-				return string(out), true
-			}
-			u, err := strconv.Unquote(`"` + string(out) + `"`)
-			if err != nil {
-				return string(out), true
-			}
-			return u, true
+			return raw, plain, true
 		case c == '\\':
 			plain = false
 			if s.i+1 >= len(s.b) {
-				return "", false
+				return nil, false, false
 			}
 			switch s.b[s.i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				s.i += 2
 			case 'u':
 				if s.i+6 > len(s.b) {
-					return "", false
+					return nil, false, false
 				}
 				for _, h := range s.b[s.i+2 : s.i+6] {
 					if !isHex(h) {
-						return "", false
+						return nil, false, false
 					}
 				}
 				s.i += 6
 			default:
-				return "", false
+				return nil, false, false
 			}
 		case c < 0x20:
-			return "", false
+			return nil, false, false
 		default:
 			s.i++
 		}
 	}
-	return "", false
+	return nil, false, false
+}
+
+// unquote decodes the escapes of a string's raw contents (span checked
+// them); it returns raw itself if they do not decode.
+func unquote(raw []byte) []byte {
+	u, err := strconv.Unquote(`"` + string(raw) + `"`)
+	if err != nil {
+		return raw
+	}
+	return []byte(u)
 }
 
 func isHex(c byte) bool {
@@ -239,7 +246,7 @@ func (s *scanner) value() bool {
 	}
 	switch c := s.b[s.i]; {
 	case c == '"':
-		_, ok := s.str()
+		_, _, ok := s.span()
 		return ok
 	case c == '{':
 		s.i++
@@ -249,7 +256,7 @@ func (s *scanner) value() bool {
 		}
 		for {
 			s.ws()
-			if _, ok := s.str(); !ok {
+			if _, _, ok := s.span(); !ok {
 				return false
 			}
 			s.ws()

@@ -21,12 +21,18 @@ func TestParseReply(t *testing.T) {
 		{` { "id" : 7 , "result" : {"a":[1,2,{"b":null}]}, "error": null } `, 7, true, false},
 		{`{"id":"7","result":1}`, 0, false, false},
 		{`{"id":-1,"result":1}`, 0, false, false},
+		{`{"\u0069d":9,"result":"a\"b","err\u006fr":{"x":"\u00e9"}}`, 9, true, true},
 	}
 	for _, tt := range tests {
 		r, err := ParseReply([]byte(tt.in))
 		if err != nil || r.ID != tt.id || r.HasID != tt.hasID || r.HasError != tt.hasError {
 			t.Errorf("ParseReply(%s) = %+v, %v", tt.in, r, err)
 		}
+	}
+	// Replies are parsed for every event acknowledged: no allocation.
+	obj := []byte(`{"jsonrpc":"2.0","result":"OK","id":884109633}`)
+	if n := testing.AllocsPerRun(100, func() { ParseReply(obj) }); n != 0 {
+		t.Errorf("ParseReply allocates %.0f times per reply", n)
 	}
 	for _, bad := range []string{`{`, `{"id":1,}`, `{"id":01}`, `{"id":1} x`, `[]`, `{"a":tru}`} {
 		if _, err := ParseReply([]byte(bad)); err == nil {
