@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -133,7 +134,16 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte(`{"jsonrpc":"2.0","method":"E_EVQ_TEST","params":{"":"a","":"b","":"3"}}`), "")
 	f.Add([]byte(`{"jsonrpc":"2.0","method":"E_X","params":[1,2.5,true,null,"s"]}`), "")
 	f.Add([]byte(`{"id":"x","method":"E_X",}`), "")
+	f.Add([]byte(`{"method":"E_X","params":{"a":"\u00e9","b":{"c":1}},"id":[1]}`), "")
+	f.Add([]byte(`{"method":"E_X","params":{},"id":null,"method":"E_Y"}`), "")
 	f.Fuzz(func(t *testing.T, obj []byte, eventParam string) {
+		// The fast path, where it answers, agrees with encoding/json.
+		if fast, ok := parseRequestFast(obj, eventParam); ok {
+			slow, err := parseRequestSlow(obj, eventParam)
+			if err != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast path %+v %+v, encoding/json %+v %+v %v", fast, fast.Event, slow, slow.Event, err)
+			}
+		}
 		req, err := ParseRequest(obj, eventParam)
 		if err != nil {
 			var re *RequestError

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/evq/evq"
 )
@@ -49,6 +50,179 @@ func ParseRequest(obj []byte, eventParam string) (Request, error) {
 }
 
 func parseRequest(obj []byte, eventParam string) (Request, error) {
+	if req, ok := parseRequestFast(obj, eventParam); ok {
+		return req, nil
+	}
+	return parseRequestSlow(obj, eventParam)
+}
+
+// parseRequestFast parses the common request, a flat one whose strings have
+// no escapes, in one pass over obj without encoding/json, whose Token API
+// allocates an error for every value it reads. On anything else (escapes,
+// nesting, any mistake) it gives up, and parseRequestSlow parses the object
+// and words the error.
+func parseRequestFast(obj []byte, eventParam string) (Request, bool) {
+	var req Request
+	s := scanner{b: obj}
+	s.ws()
+	if !s.eat('{') {
+		return req, false
+	}
+	var method []byte
+	var named, haveParams bool
+	var params []evq.Param
+	for {
+		s.ws()
+		key, plain, ok := s.span()
+		if !ok || !plain {
+			return req, false
+		}
+		s.ws()
+		if !s.eat(':') {
+			return req, false
+		}
+		s.ws()
+		switch string(key) {
+		case "method":
+			if method, ok = s.plainString(); !ok {
+				return req, false
+			}
+		case "id":
+			start := s.i
+			if !s.value() {
+				return req, false
+			}
+			req.ID = nil
+			if id := obj[start:s.i]; string(id) != "null" {
+				req.ID = json.RawMessage(bytes.Clone(id))
+			}
+		case "params":
+			haveParams = true
+			if named, params, ok = s.flatParams(); !ok {
+				return req, false
+			}
+		default:
+			if !s.value() {
+				return req, false
+			}
+		}
+		s.ws()
+		if s.eat('}') {
+			break
+		}
+		if !s.eat(',') {
+			return req, false
+		}
+	}
+	if s.end() != nil || len(method) == 0 {
+		return req, false
+	}
+	ev := &evq.Event{Name: string(method), Named: named, Params: params}
+	if eventParam != "" && haveParams && takeEventParam(ev, eventParam) != nil {
+		return req, false
+	}
+	if ev.Validate() != nil {
+		return req, false
+	}
+	req.Event = ev
+	return req, true
+}
+
+// plainString reads a string without escapes and in valid UTF-8.
+func (s *scanner) plainString() ([]byte, bool) {
+	raw, plain, ok := s.span()
+	return raw, ok && plain && utf8.Valid(raw)
+}
+
+// flatParams reads params as DecodeParams does, for the cases
+// parseRequestFast handles: an object or array of plain strings, numbers,
+// booleans and nulls, or null.
+func (s *scanner) flatParams() (named bool, params []evq.Param, ok bool) {
+	if s.lit("null") {
+		return false, nil, true
+	}
+	var closer byte
+	switch {
+	case s.eat('{'):
+		closer, named = '}', true
+	case s.eat('['):
+		closer = ']'
+	default:
+		return false, nil, false
+	}
+	s.ws()
+	if s.eat(closer) {
+		return false, nil, true
+	}
+	allEmpty := true
+	for {
+		s.ws()
+		var p evq.Param
+		if named {
+			name, ok := s.plainString()
+			if !ok {
+				return false, nil, false
+			}
+			p.Name = string(name)
+			allEmpty = allEmpty && p.Name == ""
+			s.ws()
+			if !s.eat(':') {
+				return false, nil, false
+			}
+			s.ws()
+		}
+		if p.Value, ok = s.flatValue(); !ok {
+			return false, nil, false
+		}
+		params = append(params, p)
+		s.ws()
+		if s.eat(closer) {
+			break
+		}
+		if !s.eat(',') {
+			return false, nil, false
+		}
+	}
+	if named && allEmpty {
+		return false, params, true // OpenSIPS's {"":v,…}: unnamed
+	}
+	if named {
+		for _, p := range params {
+			if p.Name == "" {
+				return false, nil, false
+			}
+		}
+	}
+	return named, params, true
+}
+
+// flatValue reads a plain string, a number, a boolean or null.
+func (s *scanner) flatValue() (evq.Value, bool) {
+	if s.i >= len(s.b) {
+		return evq.Value{}, false
+	}
+	switch c := s.b[s.i]; {
+	case c == '"':
+		str, ok := s.plainString()
+		return evq.String(string(str)), ok
+	case c == 't':
+		return evq.Bool(true), s.lit("true")
+	case c == 'f':
+		return evq.Bool(false), s.lit("false")
+	case c == 'n':
+		return evq.Null(), s.lit("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := s.i
+		if !s.number() {
+			return evq.Value{}, false
+		}
+		v, err := NumberValue(string(s.b[start:s.i]))
+		return v, err == nil
+	}
+	return evq.Value{}, false
+}
+
+func parseRequestSlow(obj []byte, eventParam string) (Request, error) {
 	var req Request
 	dec := json.NewDecoder(bytes.NewReader(obj))
 	dec.UseNumber()
