@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"runtime"
@@ -137,7 +138,7 @@ func main() {
 		}
 	}
 	fmt.Println()
-	report(counts, names, results, durability, skipped)
+	report(os.Stdout, counts, names, results, durability, skipped)
 	if *chartPath != "" {
 		if err := writeChart(*chartPath, counts, names, results); err != nil {
 			fatalf("chart: %v", err)
@@ -155,8 +156,8 @@ func main() {
 // report prints delivered events/s per system and publisher count, and the
 // ratio of evq (Go API) and evq-tcp (network clients, like the peers') to
 // each peer.
-func report(counts []int, names []string, results map[string]map[int]load.Result, durability map[string]string, skipped []string) {
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+func report(w io.Writer, counts []int, names []string, results map[string]map[int]load.Result, durability map[string]string, skipped []string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "delivered events/s\t")
 	for _, n := range counts {
 		fmt.Fprintf(tw, "%d pub\t", n)
@@ -195,14 +196,14 @@ func report(counts []int, names []string, results map[string]map[int]load.Result
 		}
 	}
 	tw.Flush()
-	fmt.Println("\nDurability of each acknowledgement:")
+	fmt.Fprintln(w, "\nDurability of each acknowledgement:")
 	for _, name := range names {
 		if d, ok := durability[name]; ok {
-			fmt.Printf("  %-16s %s\n", name, d)
+			fmt.Fprintf(w, "  %-16s %s\n", name, d)
 		}
 	}
 	for _, s := range skipped {
-		fmt.Printf("  skipped: %s\n", s)
+		fmt.Fprintf(w, "  skipped: %s\n", s)
 	}
 }
 
