@@ -70,9 +70,6 @@ type Embedded struct {
 	log  *queue.Log
 	eng  *delivery.Engine
 	recv []*AckReceiver
-
-	mu    sync.Mutex
-	conns []net.Conn // Ingest's publishers
 }
 
 // NewEmbedded opens a log in dir (which should be new, or hold a store of
@@ -140,19 +137,27 @@ func (s *Embedded) Close() error {
 // POST /v1/events (200 after the fsync), and the subscribers are local tcp
 // receivers subscribed through the API, removed again at Close.
 type Remote struct {
-	url    string
-	token  string
-	opts   EvqOptions
-	client *http.Client
-	recv   []*AckReceiver
-	subs   []uint64
+	url     string
+	token   string
+	opts    EvqOptions
+	client  *http.Client
+	recv    []*AckReceiver
+	subs    []uint64
+	clients *jsonrpcClients // publishing over a tcp ingest listener instead of HTTP
 }
 
-// NewRemote returns the evq serving its API at url.
-func NewRemote(url, token string, opts EvqOptions) *Remote {
+// NewRemote returns the evq serving its API at url. If ingest is not
+// empty, it is the host:port of one of that evq's tcp ingest listeners
+// (evq serve --listen tcp:…), and publishers raise there as OpenSIPS would,
+// as JSON-RPC requests; the API still manages the subscriptions.
+func NewRemote(url, token, ingest string, opts EvqOptions) *Remote {
 	opts.defaults()
 	tr := &http.Transport{MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 0}
-	return &Remote{url: strings.TrimRight(url, "/"), token: token, opts: opts, client: &http.Client{Transport: tr, Timeout: time.Minute}}
+	r := &Remote{url: strings.TrimRight(url, "/"), token: token, opts: opts, client: &http.Client{Transport: tr, Timeout: time.Minute}}
+	if ingest != "" {
+		r.clients = &jsonrpcClients{addr: ingest, event: opts.Event}
+	}
+	return r
 }
 
 // Name implements System.
@@ -160,6 +165,9 @@ func (s *Remote) Name() string { return "evq" }
 
 // Durability implements System.
 func (s *Remote) Durability() string {
+	if s.clients != nil {
+		return "fsync of every group commit before the JSON-RPC reply (evq serve, tcp ingest at " + s.clients.addr + ")"
+	}
 	return "fsync of every group commit before POST /v1/events answers 200 (evq serve at " + s.url + ")"
 }
 
@@ -214,6 +222,9 @@ func (s *Remote) Start(ctx context.Context, deliver func([]byte)) error {
 
 // Publisher implements System.
 func (s *Remote) Publisher(ctx context.Context) (func([]byte) error, error) {
+	if s.clients != nil {
+		return s.clients.publisher()
+	}
 	var body []byte
 	return func(p []byte) error {
 		body = append(body[:0], `{"event":"`...)
@@ -234,6 +245,9 @@ func (s *Remote) Close() error {
 	for _, r := range s.recv {
 		r.Close()
 	}
+	if s.clients != nil {
+		s.clients.close()
+	}
 	s.client.CloseIdleConnections()
 	return errors.Join(errs...)
 }
@@ -244,7 +258,8 @@ func (s *Remote) Close() error {
 // This is the like-for-like path against brokers with network clients.
 type Ingest struct {
 	*Embedded
-	ln *stream.Listener
+	ln      *stream.Listener
+	clients *jsonrpcClients
 }
 
 // NewIngest starts an embedded evq in dir with a tcp ingest listener.
@@ -258,7 +273,7 @@ func NewIngest(dir string, opts EvqOptions) (*Ingest, error) {
 		e.Close()
 		return nil, err
 	}
-	return &Ingest{Embedded: e, ln: ln}, nil
+	return &Ingest{Embedded: e, ln: ln, clients: &jsonrpcClients{addr: ln.Addr().String(), event: e.opts.Event}}, nil
 }
 
 // Name implements System.
@@ -269,22 +284,42 @@ func (s *Ingest) Durability() string {
 	return "fsync of every group commit before the JSON-RPC reply (tcp ingest, as OpenSIPS reliable_mode)"
 }
 
-// Publisher implements System: one connection, one request at a time.
+// Publisher implements System.
 func (s *Ingest) Publisher(ctx context.Context) (func([]byte) error, error) {
-	c, err := net.Dial("tcp", s.ln.Addr().String())
+	return s.clients.publisher()
+}
+
+// Close implements System.
+func (s *Ingest) Close() error {
+	s.clients.close()
+	return errors.Join(s.ln.Close(), s.Embedded.Close())
+}
+
+// jsonrpcClients publish as OpenSIPS does in reliable_mode: JSON-RPC
+// requests over TCP to an evq ingest listener, one connection per
+// publisher and one request at a time, each answered once stored.
+type jsonrpcClients struct {
+	addr, event string
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (j *jsonrpcClients) publisher() (func([]byte) error, error) {
+	c, err := net.Dial("tcp", j.addr)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.conns = append(s.conns, c)
-	s.mu.Unlock()
+	j.mu.Lock()
+	j.conns = append(j.conns, c)
+	j.mu.Unlock()
 	br := bufio.NewReader(c)
 	var req, buf []byte
 	var id uint64
 	return func(p []byte) error {
 		id++
 		req = append(req[:0], `{"jsonrpc":"2.0","method":"`...)
-		req = append(req, s.opts.Event...)
+		req = append(req, j.event...)
 		req = append(req, `","params":{"p":"`...)
 		req = append(req, p...)
 		req = append(req, `"},"id":`...)
@@ -311,12 +346,11 @@ func (s *Ingest) Publisher(ctx context.Context) (func([]byte) error, error) {
 	}, nil
 }
 
-// Close implements System.
-func (s *Ingest) Close() error {
-	s.mu.Lock()
-	for _, c := range s.conns {
+func (j *jsonrpcClients) close() {
+	j.mu.Lock()
+	for _, c := range j.conns {
 		c.Close()
 	}
-	s.mu.Unlock()
-	return errors.Join(s.ln.Close(), s.Embedded.Close())
+	j.conns = nil
+	j.mu.Unlock()
 }

@@ -244,7 +244,8 @@ func Run(ctx context.Context, sys System, cfg Config, progress func(Progress)) (
 
 	snapshot := func() Progress {
 		p, d := published.Load(), delivered.Load()
-		return Progress{Elapsed: time.Since(start), Published: p, Delivered: d, Lag: p*int64(res.Consumers) - d}
+		// A delivery can land before its publisher has its ack: not lag.
+		return Progress{Elapsed: time.Since(start), Published: p, Delivered: d, Lag: max(0, p*int64(res.Consumers)-d)}
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

@@ -2,9 +2,13 @@ package load
 
 import (
 	"context"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/evq/evq/api"
+	"github.com/evq/evq/internal/evqtest"
+	"github.com/evq/evq/transports/stream"
 	"go.uber.org/goleak"
 )
 
@@ -58,5 +62,33 @@ func TestRun_Rate(t *testing.T) {
 	}
 	if res.PublishPS > 2400 {
 		t.Fatalf("published %.0f/s with a target of 2000/s", res.PublishPS)
+	}
+}
+
+// A run against a server over its HTTP API, publishing through the API or
+// through a tcp ingest listener, as `evq bench --server [--ingest]` does.
+func TestRun_Remote(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	e := evqtest.StartEngine(t, l, nil)
+	srv := api.New(e, l, nil)
+	hs := httptest.NewServer(srv)
+	defer func() { srv.Stop(); hs.Close() }()
+	ln, err := stream.Listen("127.0.0.1:0", e, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, ingest := range []string{"", ln.Addr().String()} {
+		sys := NewRemote(hs.URL, "", ingest, EvqOptions{Subscribers: 2, Reliable: true})
+		res, err := Run(context.Background(), sys, Config{Publishers: 4, Count: 500}, nil)
+		if cerr := sys.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil || res.Published != 500 || res.Delivered != 1000 {
+			t.Fatalf("ingest %q: %+v %v", ingest, res, err)
+		}
+		if len(e.Subscriptions()) != 0 {
+			t.Fatal("the run left its subscriptions behind")
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/evq/evq"
 	"github.com/evq/evq/bench/load"
 )
 
@@ -20,6 +21,7 @@ func runBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	c := newClient(fs)
 	embedded := fs.Bool("embedded", false, "run evq in this process (a store in --data) instead of using --server")
+	ingest := fs.String("ingest", "", "raise over this tcp ingest listener of the server (tcp:HOST:PORT, as given to evq serve --listen), as OpenSIPS does, instead of over HTTP")
 	data := fs.String("data", "", "store directory for --embedded (default: a new temporary directory, removed after)")
 	rate := fs.Int("rate", 0, "events/s to raise in all (default 0: as fast as they are acknowledged)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to raise")
@@ -31,7 +33,7 @@ func runBench(args []string) error {
 	window := fs.Int("window", 256, "requests in flight per reliable subscriber (max_inflight)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: evq bench [--embedded] [--rate N] [--duration 10s] [--concurrency 64] [--size 256] [--subscribers 1] [--reliable] [--json]")
+		fmt.Fprintln(fs.Output(), "usage: evq bench [--embedded | --ingest tcp:HOST:PORT] [--rate N] [--duration 10s] [--concurrency 64] [--size 256] [--subscribers 1] [--reliable] [--json]")
 		fs.PrintDefaults()
 	}
 	if _, err := parseInterleaved(fs, args); err != nil {
@@ -58,7 +60,15 @@ func runBench(args []string) error {
 		}
 		sys = e
 	} else {
-		sys = load.NewRemote(*c.server, *c.token, opts)
+		addr := ""
+		if *ingest != "" {
+			sock, err := evq.ParseSocket(*ingest)
+			if err != nil || sock.Scheme != "tcp" {
+				return fmt.Errorf("--ingest %q: want the server's tcp ingest listener, tcp:HOST:PORT", *ingest)
+			}
+			addr = sock.Addr()
+		}
+		sys = load.NewRemote(*c.server, *c.token, addr, opts)
 	}
 	defer sys.Close()
 
