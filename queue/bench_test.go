@@ -18,6 +18,7 @@ func BenchmarkLog_Append(b *testing.B) {
 	for _, raisers := range []int{1, 64, 256, 1024} {
 		b.Run(fmt.Sprintf("raisers=%d", raisers), func(b *testing.B) {
 			l := evqtest.MustOpenLog(b, nil)
+			b.SetBytes(256) // evqtest.CDR is about 256 bytes as JSON
 			b.ReportAllocs()
 			d, lat := evqtest.RunRaisers(b, raisers, func(ev *evq.Event) error { return l.Append(context.Background(), ev) })
 			evqtest.ReportRate(b, b.N, d)
@@ -30,6 +31,7 @@ func BenchmarkLog_Append(b *testing.B) {
 		// Four raisers with 1000 events per call, as an ingest path that
 		// has many events at hand would use RaiseBatch.
 		l := evqtest.MustOpenLog(b, nil)
+		b.SetBytes(256) // evqtest.CDR is about 256 bytes as JSON
 		b.ReportAllocs()
 		var next atomic.Int64
 		b.ResetTimer()
@@ -74,6 +76,7 @@ func BenchmarkLog_Read(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.SetBytes(256) // evqtest.CDR is about 256 bytes as JSON
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
