@@ -19,7 +19,8 @@ import (
 )
 
 // BenchmarkTransport measures one transport alone: batches of 256 events
-// sent to a local peer, acknowledged in reliable mode. Datagram figures
+// sent to a local peer (or appended to a file), acknowledged in reliable
+// mode. Datagram figures
 // count events sent (the protocol has no acknowledgement).
 func BenchmarkTransport(b *testing.B) {
 	evs := make([]*evq.Event, 256)
@@ -94,6 +95,14 @@ func BenchmarkTransport(b *testing.B) {
 			}()
 			defer func() { conn.Close(); <-drained }()
 			run(b, evq.Subscription{Socket: "rabbitmq:127.0.0.1/" + q.Name, Options: evq.Options{Reliable: reliable, Timeout: 10 * time.Second}})
+		})
+	}
+	for _, reliable := range []bool{false, true} {
+		// flatstore-reliable fsyncs the file before it counts a batch's
+		// lines delivered.
+		name := map[bool]string{false: "flatstore", true: "flatstore-reliable"}[reliable]
+		b.Run(name, func(b *testing.B) {
+			run(b, evq.Subscription{Socket: "flatstore:" + filepath.Join(b.TempDir(), "events.log"), Options: evq.Options{Reliable: reliable}})
 		})
 	}
 	for _, network := range []string{"udp", "unixgram"} {
