@@ -134,7 +134,8 @@ type Transport interface {
 	// Send delivers events in order. It returns how many leading events were
 	// delivered (acknowledged, in reliable mode) and, when n < len(events),
 	// the error that stopped delivery of events[n]. A permanent error is
-	// marked with Permanent; anything else is retried.
+	// marked with Permanent; anything else is retried. The events are
+	// the caller's to reuse once Send returns: Send must not keep them.
 	Send(ctx context.Context, events []*Event) (n int, err error)
 	// Close releases the transport's connections. It is safe to call twice.
 	Close() error

@@ -14,6 +14,9 @@ type Log interface {
 	Append(ctx context.Context, events ...*evq.Event) error
 	// Read returns up to max events named name with seq > after, in order.
 	Read(name string, after uint64, max int) ([]*evq.Event, error)
+	// ReadInto reads like Read into dst's memory, reusing it, and returns
+	// dst refilled.
+	ReadInto(dst []evq.Event, name string, after uint64, max int) ([]evq.Event, error)
 	// Notify returns a channel closed at the next commit of events.
 	Notify() <-chan struct{}
 	// LastSeq returns the last committed seq.

@@ -30,6 +30,11 @@ type worker struct {
 	lane  int    // its index in group
 
 	redriveStart time.Time // while redriving: max_age counts from here
+
+	// The last batch read, in memory reused from read to read: a batch is
+	// done with (delivered or parked) before the next is read.
+	buf  []evq.Event
+	ptrs []*evq.Event
 }
 
 // counters are a subscription's delivery counts; they outlive its workers.
@@ -99,7 +104,7 @@ func (w *worker) run() {
 		default:
 		}
 		notify := w.e.log.Notify()
-		events, err := w.e.log.Read(w.sub.Event, w.cursor.Load(), w.e.opts.ReadBatch)
+		events, err := w.read()
 		if err != nil {
 			w.fail(err)
 			if !w.wait(w.bo.NextBackOff()) {
@@ -122,6 +127,17 @@ func (w *worker) run() {
 		}
 		w.deliver(events, w.advance, w.park)
 	}
+}
+
+// read reads the next batch after the cursor into the worker's buffer.
+func (w *worker) read() ([]*evq.Event, error) {
+	var err error
+	w.buf, err = w.e.log.ReadInto(w.buf, w.sub.Event, w.cursor.Load(), w.e.opts.ReadBatch)
+	w.ptrs = w.ptrs[:0]
+	for i := range w.buf {
+		w.ptrs = append(w.ptrs, &w.buf[i])
+	}
+	return w.ptrs, err
 }
 
 // advance moves the cursor over delivered log events.

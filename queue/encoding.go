@@ -235,27 +235,45 @@ func decodeEvent(name string, seq uint64, enc []byte) (*evq.Event, error) {
 
 // decodeEventIn decodes like decodeEvent, into s's memory if s is not nil.
 func decodeEventIn(s *slab, name string, seq uint64, enc []byte) (*evq.Event, error) {
-	if len(enc) < headerLen || enc[0] != formatVersion {
-		return nil, fmt.Errorf("%w: event %d of %s: bad header", ErrCorrupt, seq, name)
-	}
 	var ev *evq.Event
-	var d decoder
 	if s != nil {
 		ev = s.event()
-		d = decoder{b: enc, str: s.copyString(enc)}
 	} else {
 		ev = new(evq.Event)
+	}
+	if err := decodeInto(s, ev, name, seq, enc); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// decodeInto decodes into *ev, reusing ev.Params' array when it is large
+// enough, and taking other memory from s if s is not nil.
+func decodeInto(s *slab, ev *evq.Event, name string, seq uint64, enc []byte) error {
+	if len(enc) < headerLen || enc[0] != formatVersion {
+		return fmt.Errorf("%w: event %d of %s: bad header", ErrCorrupt, seq, name)
+	}
+	var d decoder
+	if s != nil {
+		d = decoder{b: enc, str: s.copyString(enc)}
+	} else {
 		d = newDecoder(enc)
 	}
-	ev.Seq, ev.Name, ev.Time, ev.Named = seq, name, time.Unix(0, timeOf(enc)).UTC(), enc[17]&1 != 0
+	*ev = evq.Event{Seq: seq, Name: name, Time: time.Unix(0, timeOf(enc)).UTC(), Named: enc[17]&1 != 0, Params: ev.Params[:0]}
 	d.b = d.b[headerLen:]
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
-		return nil, fmt.Errorf("%w: event %d of %s: param count %d", ErrCorrupt, seq, name, n)
+		return fmt.Errorf("%w: event %d of %s: param count %d", ErrCorrupt, seq, name, n)
 	}
-	if n > 0 && s != nil {
+	switch {
+	case n == 0:
+		ev.Params = nil
+	case uint64(cap(ev.Params)) >= n:
+		ev.Params = ev.Params[:n]
+		clear(ev.Params)
+	case s != nil:
 		ev.Params = s.paramSlice(int(n))
-	} else if n > 0 {
+	default:
 		ev.Params = make([]evq.Param, n)
 	}
 	for i := range ev.Params {
@@ -277,9 +295,9 @@ func decodeEventIn(s *slab, name string, seq uint64, enc []byte) (*evq.Event, er
 		}
 	}
 	if d.err != nil {
-		return nil, fmt.Errorf("event %d of %s: %w", seq, name, d.err)
+		return fmt.Errorf("event %d of %s: %w", seq, name, d.err)
 	}
-	return ev, nil
+	return nil
 }
 
 func seqKey(seq uint64) []byte {

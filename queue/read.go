@@ -36,6 +36,37 @@ func (l *Log) Read(name string, after uint64, max int) ([]*evq.Event, error) {
 	return out, nil
 }
 
+// ReadInto reads like Read into dst's memory, which it reuses: the events
+// and their params' arrays, so that a reader that keeps reading (a delivery
+// worker, a replay) allocates little more than the bytes of the strings.
+// It returns dst refilled; what dst held before is overwritten.
+func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]evq.Event, error) {
+	dst = dst[:0]
+	err := l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents).Bucket([]byte(name))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		mem := &slab{hint: min(max, 1024)}
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(dst) < max; k, v = c.Next() {
+			if len(dst) < cap(dst) {
+				dst = dst[:len(dst)+1]
+			} else {
+				dst = append(dst, evq.Event{})
+			}
+			if err := decodeInto(mem, &dst[len(dst)-1], name, keySeq(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return dst[:0], fmt.Errorf("read %s after %d: %w", name, after, err)
+	}
+	return dst, nil
+}
+
 // SeqBefore returns the highest seq of name raised before t, or 0 if none: a
 // cursor set to it replays everything raised at or after t.
 func (l *Log) SeqBefore(name string, t time.Time) (uint64, error) {
