@@ -198,6 +198,11 @@ func parseVirtual(sock *Socket, rest string) error {
 		if err != nil {
 			return fmt.Errorf("member: %s", err.Error())
 		}
+		for _, prev := range sock.Members {
+			if prev.String() == m.String() {
+				return fmt.Errorf("member %q appears twice", f)
+			}
+		}
 		sock.Members = append(sock.Members, m)
 	}
 	return nil

@@ -59,6 +59,7 @@ func TestParseSocket_Errors(t *testing.T) {
 		{"virtual:PARALLEL", "no members; expected virtual:POLICY socket1 socket2 ..."},
 		{"virtual:PARALLEL tcp:a:1 virtual:FAILOVER", `member "virtual:FAILOVER": virtual groups cannot be nested; expected virtual:POLICY`},
 		{"virtual:FAILOVER tcp:a:1 bogus:x", `member: invalid socket "bogus:x": unknown scheme "bogus"`},
+		{"virtual:PARALLEL tcp:a:1 tcp:a:1", `member "tcp:a:1" appears twice`},
 	}
 	for _, tt := range tests {
 		_, err := ParseSocket(tt.in)
