@@ -328,3 +328,48 @@ func TestLog_Closed(t *testing.T) {
 		t.Fatalf("append after close: %v", err)
 	}
 }
+
+// ReadInto, reusing one buffer across reads of events with more, fewer,
+// named, unnamed or no params, returns what Read returns.
+func TestLog_ReadIntoReuse(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	var evs []*evq.Event
+	for i := 0; i < 200; i++ {
+		e := &evq.Event{Name: "E_R", Named: i%3 != 0}
+		for k := 0; k < (i*7)%13; k++ {
+			p := evq.Param{Value: evq.String(fmt.Sprintf("v%d-%d", i, k))}
+			if k%2 == 1 {
+				p.Value = evq.Int(int64(i*k - 50))
+			}
+			if e.Named {
+				p.Name = fmt.Sprintf("p%d", k)
+			}
+			e.Params = append(e.Params, p)
+		}
+		evs = append(evs, e)
+	}
+	if err := l.Append(context.Background(), evs...); err != nil {
+		t.Fatal(err)
+	}
+	var buf []evq.Event
+	for _, from := range []uint64{0, 150, 3, 77, 0, 199, 42} {
+		var err error
+		buf, err = l.ReadInto(buf, "E_R", from, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := l.Read("E_R", from, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(buf) != len(want) {
+			t.Fatalf("from %d: %d events, want %d", from, len(buf), len(want))
+		}
+		for i := range want {
+			got := buf[i]
+			if got.Seq != want[i].Seq || got.Named != want[i].Named || fmt.Sprint(got.Params) != fmt.Sprint(want[i].Params) {
+				t.Fatalf("from %d, event %d: %+v, want %+v", from, i, got, *want[i])
+			}
+		}
+	}
+}
