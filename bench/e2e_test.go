@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,33 +69,8 @@ func BenchmarkEndToEnd_Batch(b *testing.B) {
 	defer r.Close()
 	subscribeAll(b, e, []*load.AckReceiver{r}, 256)
 	b.SetBytes(256)
-	b.ResetTimer()
-	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for g := 0; g < 4; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			batch := make([]*evq.Event, 1000)
-			for i := range batch {
-				batch[i] = evqtest.CDR(i)
-			}
-			for {
-				from := next.Add(int64(len(batch))) - int64(len(batch))
-				if from >= int64(b.N) {
-					return
-				}
-				n := min(int64(len(batch)), int64(b.N)-from)
-				if err := e.RaiseBatch(context.Background(), batch[:n]); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	raised := time.Since(start)
+	raised := evqtest.RunBatchRaisers(b, 4, 1000, func(evs []*evq.Event) error { return e.RaiseBatch(context.Background(), evs) })
+	start := time.Now().Add(-raised)
 	waitAll(b, all, r)
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 	b.ReportMetric(float64(b.N)/raised.Seconds(), "raised/s")

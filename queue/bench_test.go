@@ -3,8 +3,6 @@ package queue_test
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,33 +31,8 @@ func BenchmarkLog_Append(b *testing.B) {
 		l := evqtest.MustOpenLog(b, nil)
 		b.SetBytes(256) // evqtest.CDR is about 256 bytes as JSON
 		b.ReportAllocs()
-		var next atomic.Int64
-		b.ResetTimer()
-		start := time.Now()
-		var wg sync.WaitGroup
-		for r := 0; r < 4; r++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				evs := make([]*evq.Event, 1000)
-				for i := range evs {
-					evs[i] = evqtest.CDR(i)
-				}
-				for {
-					end := int(next.Add(1000))
-					n := min(1000, b.N-(end-1000))
-					if n <= 0 {
-						return
-					}
-					if err := l.Append(context.Background(), evs[:n]...); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		evqtest.ReportRate(b, b.N, time.Since(start))
+		d := evqtest.RunBatchRaisers(b, 4, 1000, func(evs []*evq.Event) error { return l.Append(context.Background(), evs...) })
+		evqtest.ReportRate(b, b.N, d)
 	})
 }
 

@@ -86,3 +86,35 @@ func ReportCommits(b *testing.B, commits, events, nanos uint64) {
 	b.ReportMetric(float64(events)/float64(commits), "events/commit")
 	b.ReportMetric(float64(nanos)/float64(commits)/1e6, "commit-ms")
 }
+
+// RunBatchRaisers makes b.N raises in batches of size from n goroutines,
+// each reusing its own batch of CDR events, and returns the elapsed time.
+// It resets the timer first.
+func RunBatchRaisers(b *testing.B, n, size int, raise func([]*evq.Event) error) time.Duration {
+	var next atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for r := 0; r < n; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			batch := make([]*evq.Event, size)
+			for i := range batch {
+				batch[i] = CDR(i)
+			}
+			for {
+				from := next.Add(int64(size)) - int64(size)
+				if from >= int64(b.N) {
+					return
+				}
+				if err := raise(batch[:min(int64(size), int64(b.N)-from)]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
+}
