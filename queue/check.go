@@ -18,6 +18,7 @@ type CheckReport struct {
 	Subscriptions int
 	DeadLetters   int
 	LastSeq       uint64
+	WALEvents     int // durable in the WAL, not yet in bbolt: Open writes them in
 	Problems      []string
 }
 
@@ -36,7 +37,15 @@ func (r *CheckReport) addf(format string, args ...any) {
 // existing subscriptions.
 func (l *Log) Check() (*CheckReport, error) {
 	r := &CheckReport{}
-	err := l.db.View(func(tx *bolt.Tx) error { return checkTx(tx, r) })
+	// In a writable transaction, rolled back: bbolt's page walk reads the
+	// freelist, which a concurrent writer (the applier) changes unlocked.
+	l.waitApplied(l.LastSeq())
+	tx, err := l.db.Begin(true)
+	if err != nil {
+		return r, fmt.Errorf("check: %w", err)
+	}
+	err = checkTx(tx, r)
+	tx.Rollback()
 	if err == nil && !r.OK() {
 		err = fmt.Errorf("%w: %d problems, first: %s", ErrCorrupt, len(r.Problems), r.Problems[0])
 	}
@@ -62,10 +71,32 @@ func CheckFile(path string) (*CheckReport, error) {
 	}
 	defer db.Close()
 	err = safeView(db, func(tx *bolt.Tx) error { return checkTx(tx, r) })
+	if err == nil {
+		checkWAL(path, r)
+	}
 	if err == nil && !r.OK() {
 		err = fmt.Errorf("check %s: %w: %d problems", path, ErrCorrupt, len(r.Problems))
 	}
 	return r, err
+}
+
+// checkWAL counts the WAL's events that bbolt lacks and checks that they
+// continue its last seq.
+func checkWAL(path string, r *CheckReport) {
+	batches, _, err := readWAL(walDir(path))
+	if err != nil {
+		r.addf("%s", err.Error())
+		return
+	}
+	for _, b := range batches {
+		if b.last <= r.LastSeq {
+			continue
+		}
+		if r.WALEvents == 0 && b.first != r.LastSeq+1 {
+			r.addf("the WAL resumes at seq %d but the store ends at %d: events are missing", b.first, r.LastSeq)
+		}
+		r.WALEvents += len(b.enc)
+	}
 }
 
 // safeView runs fn and turns a panic from reading a damaged page into an error.

@@ -1,18 +1,28 @@
 // Package queue is evq's durable log: events, subscriptions, cursors and dead
-// letters in one bbolt file. It is the only package that imports bbolt.
+// letters in one bbolt file, with a write-ahead log in front of it for
+// events. It is the only package that imports bbolt.
 //
 // Guarantees:
-//   - Append returns only after the events are in a committed, fsynced
-//     transaction. Appends from many goroutines are committed together by one
-//     committer goroutine (group commit): one transaction and one fsync for
-//     every append waiting, with no timer, so batches grow with load.
+//   - Append returns only after the events are in the WAL and fdatasynced.
+//     Appends from many goroutines are committed together by one committer
+//     goroutine (group commit): one WAL record and one fdatasync for every
+//     append waiting, with no timer, so batches grow with load. (A bbolt
+//     commit needs two fsyncs, pages then meta; the WAL halves the wait.)
+//   - Readers see an event as soon as it is durable: from bbolt, or from the
+//     in-memory tail of events the applier has not yet written into bbolt.
+//   - The applier writes the WAL's events into bbolt in the background, in
+//     one transaction per round (every 10 ms, or sooner under load), and the
+//     committer deletes WAL segments bbolt holds. Open writes into bbolt
+//     whatever the WAL has that bbolt lacks, then starts a new WAL.
 //   - Sequence numbers are assigned in commit order, strictly increasing across
 //     the whole log and never reused, even after events are deleted.
-//   - Cursors set with SetCursor are written with the next commit, or at the
-//     latest after Options.CursorFlushInterval. After a crash a cursor may be
-//     that much behind: delivery is at-least-once.
-//   - Crash recovery is bbolt's own: Open on a file left by a killed process
-//     sees exactly the last committed transaction.
+//   - Cursors set with SetCursor are written with the applier's next round,
+//     at the latest after Options.CursorFlushInterval. After a crash a cursor
+//     may be that much behind: delivery is at-least-once. A cursor in bbolt
+//     never passes bbolt's last seq.
+//   - Crash recovery: bbolt sees exactly its last committed transaction; the
+//     WAL's intact records (CRC-32C each) are replayed after it, and a record
+//     cut short by the crash was never acknowledged.
 //
 // Layout: bucket "events" holds one child bucket per event name, keyed by
 // big-endian seq; "subs" holds subscription records; "cursors" one 8-byte seq

@@ -40,6 +40,7 @@ const (
 	DefaultMaxAge              = 7 * 24 * time.Hour
 	DefaultRetentionInterval   = time.Minute
 	maxBatchRequests           = 8192
+	maxUnapplied               = 64 << 20 // bytes in the WAL not yet in bbolt
 )
 
 // Options configure a Log. A nil *Options means all defaults.
@@ -114,13 +115,31 @@ type Log struct {
 	done    chan struct{}
 	wg      sync.WaitGroup
 
-	lastSeq atomic.Uint64
+	w         *wal              // owned by the committer
+	ords      map[string]uint64 // the committer's scratch
+	raises    []*appendReq      // the committer's scratch
+	flushes   []*appendReq      // the committer's scratch
+	walDone   chan struct{}     // closed when the committer has stopped
+	applyDone chan struct{}     // closed when the applier has stopped
+	applyKick chan struct{}
 
-	mu       sync.Mutex
-	notify   chan struct{}
-	dirty    map[uint64]uint64 // cursors not yet committed
-	ordinals map[string]uint64 // last ordinal per event name
-	lastTime int64
+	lastSeq atomic.Uint64 // last durable (WAL) seq
+	applied atomic.Uint64 // last seq committed to bbolt
+
+	mu           sync.Mutex
+	notify       chan struct{}
+	dirty        map[uint64]uint64 // cursors not yet committed
+	ordinals     map[string]uint64 // last ordinal per event name
+	lastTime     int64
+	tail         []*walBatch   // durable, not yet in bbolt: readers see them here
+	pending      []*walBatch   // for the applier's next round
+	pendingBytes uint64        // bytes in tail
+	flushWaiters []*appendReq  // Flush calls waiting for the applier
+	applyErr     error         // the applier's last error, nil once it succeeds
+	appliedCh    chan struct{} // closed after every apply round
+	applyNow     bool          // someone waits for bbolt to be current
+	pendingSince time.Time     // when pending became non-empty
+	lastApply    time.Time     // the applier's last round
 
 	stats Stats
 }
@@ -131,6 +150,9 @@ type Stats struct {
 	CommitEvents  atomic.Uint64
 	CommitNanos   atomic.Uint64
 	CommitErrors  atomic.Uint64
+	Applies       atomic.Uint64 // bbolt transactions of the applier
+	ApplyNanos    atomic.Uint64
+	ApplyErrors   atomic.Uint64
 	RetainDeleted atomic.Uint64
 	RetainDropped atomic.Uint64 // unacknowledged events dropped by MaxAge/MaxBytes
 }
@@ -170,21 +192,31 @@ func Open(path string, opts *Options) (*Log, error) {
 		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
 	l := &Log{
-		db:       db,
-		opts:     o,
-		path:     path,
-		reqs:     make(chan *appendReq, maxBatchRequests),
-		closing:  make(chan struct{}),
-		done:     make(chan struct{}),
-		notify:   make(chan struct{}),
-		dirty:    make(map[uint64]uint64),
-		ordinals: make(map[string]uint64),
+		db:        db,
+		opts:      o,
+		path:      path,
+		reqs:      make(chan *appendReq, maxBatchRequests),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
+		notify:    make(chan struct{}),
+		dirty:     make(map[uint64]uint64),
+		ordinals:  make(map[string]uint64),
+		ords:      make(map[string]uint64),
+		walDone:   make(chan struct{}),
+		applyDone: make(chan struct{}),
+		applyKick: make(chan struct{}, 1),
+		appliedCh: make(chan struct{}),
 	}
 	if err := l.init(); err != nil {
 		db.Close()
 		return nil, err
 	}
+	if l.w, err = openWAL(walDir(path), o.NoSync, l.lastSeq.Load()+1); err != nil {
+		db.Close()
+		return nil, err
+	}
 	go l.run()
+	go l.applyLoop()
 	if o.RetentionInterval > 0 {
 		l.wg.Add(1)
 		go l.retainLoop()
@@ -193,31 +225,83 @@ func Open(path string, opts *Options) (*Log, error) {
 }
 
 func (l *Log) init() error {
-	return l.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEvents, bucketSubs, bucketCursors, bucketDLQ, bucketMeta} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("open log: create bucket %s: %w", name, err)
+	if err := l.db.Update(l.initTx); err != nil {
+		return err
+	}
+	if err := l.recoverWAL(); err != nil {
+		return err
+	}
+	return l.db.View(l.loadTx)
+}
+
+func (l *Log) initTx(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketEvents, bucketSubs, bucketCursors, bucketDLQ, bucketMeta} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("open log: create bucket %s: %w", name, err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyVersion); v == nil {
+		if err := meta.Put(keyVersion, []byte{formatVersion}); err != nil {
+			return err
+		}
+	} else if len(v) != 1 || v[0] != formatVersion {
+		return fmt.Errorf("open log: %w: unknown format version %v", ErrCorrupt, v)
+	}
+	return nil
+}
+
+// recoverWAL writes into bbolt the WAL's events that it lacks (the process
+// stopped before the applier wrote them), then deletes the WAL.
+func (l *Log) recoverWAL() error {
+	batches, paths, err := readWAL(walDir(l.path))
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	var last uint64
+	if err := l.db.View(func(tx *bolt.Tx) error { last = u64(tx.Bucket(bucketMeta).Get(keyLastSeq)); return nil }); err != nil {
+		return err
+	}
+	for len(batches) > 0 && batches[0].last <= last {
+		batches = batches[1:]
+	}
+	if len(batches) > 0 && batches[0].first != last+1 {
+		return fmt.Errorf("open log: %w: the WAL resumes at seq %d but the store ends at %d", ErrCorrupt, batches[0].first, last)
+	}
+	for len(batches) > 0 {
+		n, size := 0, uint64(0)
+		for n < len(batches) && size < maxUnapplied {
+			size += batches[n].bytes
+			n++
+		}
+		if err := l.db.Update(func(tx *bolt.Tx) error { return applyTx(tx, batches[:n], nil) }); err != nil {
+			return fmt.Errorf("open log: replay the WAL: %w", classify(err))
+		}
+		l.opts.Logger.Info("replayed WAL events into the store", "first", batches[0].first, "last", batches[n-1].last)
+		batches = batches[n:]
+	}
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("open log: %w", err)
+		}
+	}
+	return nil
+}
+
+// loadTx reads the state the committer continues from.
+func (l *Log) loadTx(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	l.lastSeq.Store(u64(meta.Get(keyLastSeq)))
+	l.applied.Store(l.lastSeq.Load())
+	return tx.Bucket(bucketEvents).ForEachBucket(func(name []byte) error {
+		_, v := tx.Bucket(bucketEvents).Bucket(name).Cursor().Last()
+		if v != nil {
+			l.ordinals[string(name)] = ordinalOf(v)
+			if t := timeOf(v); t > l.lastTime {
+				l.lastTime = t
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keyVersion); v == nil {
-			if err := meta.Put(keyVersion, []byte{formatVersion}); err != nil {
-				return err
-			}
-		} else if len(v) != 1 || v[0] != formatVersion {
-			return fmt.Errorf("open log: %w: unknown format version %v", ErrCorrupt, v)
-		}
-		l.lastSeq.Store(u64(meta.Get(keyLastSeq)))
-		return tx.Bucket(bucketEvents).ForEachBucket(func(name []byte) error {
-			_, v := tx.Bucket(bucketEvents).Bucket(name).Cursor().Last()
-			if v != nil {
-				l.ordinals[string(name)] = ordinalOf(v)
-				if t := timeOf(v); t > l.lastTime {
-					l.lastTime = t
-				}
-			}
-			return nil
-		})
+		return nil
 	})
 }
 
@@ -294,12 +378,12 @@ func (l *Log) Append(ctx context.Context, events ...*evq.Event) error {
 // Flush commits pending cursors and returns after the fsync.
 func (l *Log) Flush(ctx context.Context) error { return l.Append(ctx) }
 
-// run is the committer: it drains every waiting request into one
-// transaction and one fsync.
+// run is the committer: it drains every waiting request into one WAL
+// record and one fdatasync, answers the raisers and hands the events to the
+// applier.
 func (l *Log) run() {
 	defer close(l.done)
-	tick := time.NewTicker(l.opts.CursorFlushInterval)
-	defer tick.Stop()
+	defer close(l.walDone)
 	batch := make([]*appendReq, 0, 64)
 	for {
 		select {
@@ -315,23 +399,14 @@ func (l *Log) run() {
 			}
 			batch = l.drain(batch)
 			l.commit(batch)
-		case <-tick.C:
-			l.mu.Lock()
-			n := len(l.dirty)
-			l.mu.Unlock()
-			if n > 0 {
-				l.commit(nil)
-			}
 		case <-l.closing:
 			for {
 				batch = l.drain(batch[:0])
 				if len(batch) == 0 {
-					break
+					return
 				}
 				l.commit(batch)
 			}
-			l.commit(nil)
-			return
 		}
 	}
 }
@@ -348,121 +423,320 @@ func (l *Log) drain(batch []*appendReq) []*appendReq {
 	return batch
 }
 
+// commit makes batch's events durable in the WAL and publishes them: they
+// get their seqs, readers see them, and the applier writes them to bbolt.
+// Requests without events (Flush) are answered by the applier's next commit.
+// A request may be reused as soon as it is answered, so batch is split into
+// raises and flushes before anything is answered.
 func (l *Log) commit(batch []*appendReq) {
 	start := time.Now()
-	l.mu.Lock()
-	var cursors map[uint64]uint64
-	if len(l.dirty) > 0 {
-		cursors = l.dirty
-		l.dirty = make(map[uint64]uint64)
+	raises, flushes := l.raises[:0], l.flushes[:0]
+	total := 0
+	for _, r := range batch {
+		if len(r.events) == 0 {
+			flushes = append(flushes, r)
+		} else {
+			raises = append(raises, r)
+			total += len(r.events)
+		}
 	}
-	l.mu.Unlock()
+	l.raises, l.flushes = raises, flushes
+	if total == 0 {
+		l.forwardFlushes(flushes)
+		return
+	}
+	if err := l.waitUnapplied(); err != nil {
+		l.fail(raises, flushes, err)
+		return
+	}
 
 	seq := l.lastSeq.Load()
 	now := l.opts.NowFunc().UnixNano()
 	if now < l.lastTime {
 		now = l.lastTime // raise times never go backwards, so replay by time can bisect
 	}
-	ords := make(map[string]uint64)
-	nevents := 0
-	total := 0
-	for _, r := range batch {
-		total += len(r.events)
+	clear(l.ords)
+	wb := &walBatch{first: seq + 1, names: make([]string, 0, total), enc: make([][]byte, 0, total)}
+	for _, r := range raises {
+		for i, ev := range r.events {
+			ord, ok := l.ords[ev.Name]
+			if !ok {
+				l.mu.Lock()
+				ord = l.ordinals[ev.Name]
+				l.mu.Unlock()
+			}
+			ord++
+			l.ords[ev.Name] = ord
+			seq++
+			r.seqs[i] = seq
+			putHeader(r.enc[i], now, ord)
+			wb.names = append(wb.names, ev.Name)
+			wb.enc = append(wb.enc, r.enc[i])
+			wb.bytes += uint64(len(r.enc[i]))
+		}
 	}
-	keys := make([]byte, 8*total) // bbolt keeps keys until the commit: one slab for all
-	err := l.db.Update(func(tx *bolt.Tx) error {
-		events := tx.Bucket(bucketEvents)
-		var added uint64
-		buckets := make(map[string]*bolt.Bucket)
-		for _, r := range batch {
-			for i, ev := range r.events {
-				b := buckets[ev.Name]
-				if b == nil {
-					var err error
-					if b, err = events.CreateBucketIfNotExists([]byte(ev.Name)); err != nil {
-						return fmt.Errorf("append %s: %w", ev.Name, err)
-					}
-					b.FillPercent = 1.0 // keys only grow: pack pages full
-					buckets[ev.Name] = b
-				}
-				ord, ok := ords[ev.Name]
-				if !ok {
-					l.mu.Lock()
-					ord = l.ordinals[ev.Name]
-					l.mu.Unlock()
-				}
-				ord++
-				ords[ev.Name] = ord
-				seq++
-				r.seqs[i] = seq
-				putHeader(r.enc[i], now, ord)
-				key := keys[8*nevents : 8*nevents+8 : 8*nevents+8]
-				binary.BigEndian.PutUint64(key, seq)
-				if err := b.Put(key, r.enc[i]); err != nil {
-					return fmt.Errorf("append %s: %w", ev.Name, err)
-				}
-				added += uint64(len(r.enc[i]))
-				nevents++
-			}
-		}
-		cb := tx.Bucket(bucketCursors)
-		for id, c := range cursors {
-			if tx.Bucket(bucketSubs).Get(seqKey(id)) == nil {
-				continue // unsubscribed meanwhile
-			}
-			if err := cb.Put(seqKey(id), seqKey(c)); err != nil {
-				return fmt.Errorf("store cursor %d: %w", id, err)
-			}
-		}
-		if nevents == 0 {
+	wb.last = seq
+	if err := l.w.write(wb); err != nil {
+		l.fail(raises, flushes, classify(err))
+		return
+	}
+	l.stats.Commits.Add(1)
+	l.stats.CommitEvents.Add(uint64(total))
+	took := time.Since(start)
+	l.stats.CommitNanos.Add(uint64(took))
+	if l.opts.CommitFunc != nil {
+		l.opts.CommitFunc(total, took)
+	}
+
+	l.lastTime = now
+	l.lastSeq.Store(seq)
+	l.mu.Lock()
+	for name, o := range l.ords {
+		l.ordinals[name] = o
+	}
+	l.tail = append(l.tail, wb)
+	if len(l.pending) == 0 {
+		l.pendingSince = start
+	}
+	l.pending = append(l.pending, wb)
+	l.pendingBytes += wb.bytes
+	l.flushWaiters = append(l.flushWaiters, flushes...)
+	close(l.notify)
+	l.notify = make(chan struct{})
+	l.mu.Unlock()
+	l.kickApplier()
+	l.w.drop(l.applied.Load())
+
+	for _, r := range raises {
+		r.err = nil
+		r.time = now
+		r.done <- struct{}{}
+	}
+}
+
+// fail answers raises with err; flushes still go to the applier.
+func (l *Log) fail(raises, flushes []*appendReq, err error) {
+	l.stats.CommitErrors.Add(1)
+	l.opts.Logger.Error("commit failed", "err", err)
+	l.forwardFlushes(flushes)
+	for _, r := range raises {
+		r.err = err
+		r.done <- struct{}{}
+	}
+}
+
+func (l *Log) forwardFlushes(flushes []*appendReq) {
+	if len(flushes) == 0 {
+		return
+	}
+	l.mu.Lock()
+	l.flushWaiters = append(l.flushWaiters, flushes...)
+	l.mu.Unlock()
+	l.kickApplier()
+}
+
+// waitUnapplied holds the committer while more than maxUnapplied bytes wait
+// for the applier, and fails the commit if the applier keeps failing (a full
+// disk): memory stays bounded and the raiser learns why.
+func (l *Log) waitUnapplied() error {
+	for {
+		l.mu.Lock()
+		over, err, ch := l.pendingBytes > maxUnapplied, l.applyErr, l.appliedCh
+		l.mu.Unlock()
+		if !over {
 			return nil
 		}
-		meta := tx.Bucket(bucketMeta)
-		if err := meta.Put(keyBytes, seqKey(u64(meta.Get(keyBytes))+added)); err != nil {
+		if err != nil {
 			return err
 		}
-		return meta.Put(keyLastSeq, seqKey(seq))
-	})
+		<-ch
+	}
+}
+
+func (l *Log) kickApplier() {
+	select {
+	case l.applyKick <- struct{}{}:
+	default:
+	}
+}
+
+// applyLoop is the applier: it writes what the committer published into
+// bbolt, with the cursors set meanwhile, in one transaction per round. Raises
+// do not wait for it (the WAL made them durable), so it runs rounds only as
+// often as applyDelay, or sooner when applyBytes are waiting or someone needs
+// bbolt current (Flush, waitApplied): every bbolt commit costs two fsyncs
+// that the WAL's fdatasync would otherwise queue behind. A failed round is
+// retried after retryDelay; the WAL keeps the events meanwhile.
+func (l *Log) applyLoop() {
+	defer close(l.applyDone)
+	tick := time.NewTicker(min(applyDelay, l.opts.CursorFlushInterval))
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.applyKick:
+		case <-tick.C:
+		case <-l.walDone:
+			for l.apply() {
+			}
+			return
+		}
+		if l.applyDue() {
+			l.apply()
+		}
+	}
+}
+
+const (
+	applyDelay = 10 * time.Millisecond
+	applyBytes = 4 << 20
+	retryDelay = 100 * time.Millisecond
+)
+
+func (l *Log) applyDue() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.applyNow || len(l.flushWaiters) > 0:
+		return true
+	case l.applyErr != nil && time.Since(l.lastApply) < retryDelay:
+		return false
+	case len(l.pending) > 0:
+		return l.pendingBytes >= applyBytes || time.Since(l.pendingSince) >= applyDelay
+	case len(l.dirty) > 0:
+		return time.Since(l.lastApply) >= l.opts.CursorFlushInterval
+	}
+	return false
+}
+
+// apply commits everything published and every dirty cursor to bbolt. It
+// reports whether it committed anything.
+func (l *Log) apply() bool {
+	l.mu.Lock()
+	batches, cursors, waiters := l.pending, l.dirty, l.flushWaiters
+	l.pending, l.flushWaiters, l.applyNow = nil, nil, false
+	if len(cursors) > 0 {
+		l.dirty = make(map[uint64]uint64)
+	} else {
+		cursors = nil
+	}
+	l.mu.Unlock()
+	if len(batches) == 0 && len(cursors) == 0 && len(waiters) == 0 {
+		return false
+	}
+
+	start := time.Now()
+	err := l.db.Update(func(tx *bolt.Tx) error { return applyTx(tx, batches, cursors) })
+	l.mu.Lock()
+	l.lastApply = time.Now()
 	if err != nil {
 		err = classify(err)
-		l.stats.CommitErrors.Add(1)
-		l.opts.Logger.Error("commit failed", "events", nevents, "err", err)
-		// Put the cursors back, unless newer ones were set meanwhile.
-		l.mu.Lock()
+		l.stats.ApplyErrors.Add(1)
+		if l.applyErr == nil {
+			l.opts.Logger.Error("writing events into the store failed; they are safe in the WAL and the write is retried", "err", err)
+		}
+		l.pending = append(batches, l.pending...)
 		for id, c := range cursors {
 			if _, ok := l.dirty[id]; !ok {
 				l.dirty[id] = c
 			}
 		}
-		l.mu.Unlock()
-		for _, r := range batch {
-			r.err = err
-			r.done <- struct{}{}
+	} else if l.applyErr != nil {
+		l.opts.Logger.Info("writing events into the store works again")
+	}
+	if err == nil && len(batches) > 0 {
+		last := batches[len(batches)-1].last
+		l.applied.Store(last)
+		for len(l.tail) > 0 && l.tail[0].last <= last {
+			// Readers share the array: reslice, never clear an element.
+			l.pendingBytes -= l.tail[0].bytes
+			l.tail = l.tail[1:]
 		}
-		return
 	}
-	l.stats.Commits.Add(1)
-	l.stats.CommitEvents.Add(uint64(nevents))
-	took := time.Since(start)
-	l.stats.CommitNanos.Add(uint64(took))
-	if l.opts.CommitFunc != nil {
-		l.opts.CommitFunc(nevents, took)
+	l.applyErr = err
+	close(l.appliedCh)
+	l.appliedCh = make(chan struct{})
+	l.mu.Unlock()
+	if err == nil {
+		l.stats.Applies.Add(1)
+		l.stats.ApplyNanos.Add(uint64(time.Since(start)))
 	}
-	if nevents > 0 {
-		l.lastTime = now
-		l.lastSeq.Store(seq)
-		l.mu.Lock()
-		for name, o := range ords {
-			l.ordinals[name] = o
-		}
-		close(l.notify)
-		l.notify = make(chan struct{})
-		l.mu.Unlock()
-	}
-	for _, r := range batch {
-		r.err = nil
-		r.time = now
+	for _, r := range waiters {
+		r.err = err
 		r.done <- struct{}{}
+	}
+	return err == nil
+}
+
+// applyTx writes batches and cursors into bbolt and moves the last seq on.
+func applyTx(tx *bolt.Tx, batches []*walBatch, cursors map[uint64]uint64) error {
+	events := tx.Bucket(bucketEvents)
+	total := 0
+	for _, b := range batches {
+		total += len(b.enc)
+	}
+	keys := make([]byte, 8*total) // bbolt keeps keys until the commit: one slab for all
+	buckets := make(map[string]*bolt.Bucket)
+	var added uint64
+	k := 0
+	for _, wb := range batches {
+		for i, enc := range wb.enc {
+			name := wb.names[i]
+			b := buckets[name]
+			if b == nil {
+				var err error
+				if b, err = events.CreateBucketIfNotExists([]byte(name)); err != nil {
+					return fmt.Errorf("append %s: %w", name, err)
+				}
+				b.FillPercent = 1.0 // keys only grow: pack pages full
+				buckets[name] = b
+			}
+			key := keys[8*k : 8*k+8 : 8*k+8]
+			binary.BigEndian.PutUint64(key, wb.first+uint64(i))
+			if err := b.Put(key, enc); err != nil {
+				return fmt.Errorf("append %s: %w", name, err)
+			}
+			added += uint64(len(enc))
+			k++
+		}
+	}
+	cb := tx.Bucket(bucketCursors)
+	for id, c := range cursors {
+		if tx.Bucket(bucketSubs).Get(seqKey(id)) == nil {
+			continue // unsubscribed meanwhile
+		}
+		if err := cb.Put(seqKey(id), seqKey(c)); err != nil {
+			return fmt.Errorf("store cursor %d: %w", id, err)
+		}
+	}
+	if total == 0 {
+		return nil
+	}
+	meta := tx.Bucket(bucketMeta)
+	if err := meta.Put(keyBytes, seqKey(u64(meta.Get(keyBytes))+added)); err != nil {
+		return err
+	}
+	return meta.Put(keyLastSeq, seqKey(batches[len(batches)-1].last))
+}
+
+// waitApplied waits until bbolt holds every event up to seq, or the applier
+// fails or stops; readers that work on bbolt alone call it first.
+func (l *Log) waitApplied(seq uint64) {
+	for {
+		l.mu.Lock()
+		ch, err := l.appliedCh, l.applyErr
+		l.mu.Unlock()
+		if l.applied.Load() >= seq || err != nil {
+			return
+		}
+		l.mu.Lock()
+		l.applyNow = true
+		l.mu.Unlock()
+		l.kickApplier()
+		select {
+		case <-ch:
+		case <-l.applyDone:
+			return
+		}
 	}
 }
 
@@ -490,7 +764,9 @@ func (l *Log) Close() error {
 	l.closeMu.Unlock()
 	close(l.closing)
 	<-l.done
+	<-l.applyDone
 	l.wg.Wait()
+	l.w.close()
 	if err := l.db.Close(); err != nil {
 		return fmt.Errorf("close log: %w", err)
 	}

@@ -163,10 +163,10 @@ func TestLog_CursorFlush(t *testing.T) {
 	if err := l.Append(context.Background(), ev("E_C"), ev("E_C")); err != nil {
 		t.Fatal(err)
 	}
-	before := l.Stats().Commits.Load()
+	before := l.Stats().Applies.Load()
 	l.SetCursor(sub.ID, 2)
 	deadline := time.Now().Add(5 * time.Second)
-	for l.Stats().Commits.Load() == before {
+	for l.Stats().Applies.Load() == before {
 		if time.Now().After(deadline) {
 			t.Fatal("cursor never flushed without appends")
 		}

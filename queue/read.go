@@ -13,25 +13,13 @@ import (
 // The read transaction is closed before Read returns, so callers may take
 // their time with the events.
 func (l *Log) Read(name string, after uint64, max int) ([]*evq.Event, error) {
-	var out []*evq.Event
-	err := l.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEvents).Bucket([]byte(name))
-		if b == nil {
-			return nil
-		}
-		c := b.Cursor()
-		mem := &slab{hint: min(max, 1024)}
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
-			ev, err := decodeEventIn(mem, name, keySeq(k), v)
-			if err != nil {
-				return err
-			}
-			out = append(out, ev)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read %s after %d: %w", name, after, err)
+	evs, err := l.ReadInto(nil, name, after, max)
+	if err != nil || len(evs) == 0 {
+		return nil, err
+	}
+	out := make([]*evq.Event, len(evs))
+	for i := range evs {
+		out[i] = &evs[i]
 	}
 	return out, nil
 }
@@ -40,36 +28,82 @@ func (l *Log) Read(name string, after uint64, max int) ([]*evq.Event, error) {
 // and their params' arrays, so that a reader that keeps reading (a delivery
 // worker, a replay) allocates little more than the bytes of the strings.
 // It returns dst refilled; what dst held before is overwritten.
+//
+// Events come from bbolt, then from the tail the applier has not written
+// yet. The tail is taken first: whatever leaves it meanwhile is in bbolt by
+// the time the read transaction starts.
 func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]evq.Event, error) {
 	dst = dst[:0]
+	l.mu.Lock()
+	tail := l.tail
+	l.mu.Unlock()
+	mem := &slab{hint: min(max, 1024)}
+	next := func() *evq.Event {
+		if len(dst) < cap(dst) {
+			dst = dst[:len(dst)+1]
+		} else {
+			dst = append(dst, evq.Event{})
+		}
+		return &dst[len(dst)-1]
+	}
+	var applied uint64
 	err := l.db.View(func(tx *bolt.Tx) error {
+		applied = u64(tx.Bucket(bucketMeta).Get(keyLastSeq))
 		b := tx.Bucket(bucketEvents).Bucket([]byte(name))
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		mem := &slab{hint: min(max, 1024)}
 		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(dst) < max; k, v = c.Next() {
-			if len(dst) < cap(dst) {
-				dst = dst[:len(dst)+1]
-			} else {
-				dst = append(dst, evq.Event{})
-			}
-			if err := decodeInto(mem, &dst[len(dst)-1], name, keySeq(k), v); err != nil {
+			if err := decodeInto(mem, next(), name, keySeq(k), v); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	if err == nil && len(dst) < max {
+		from := after
+		if applied > from {
+			from = applied
+		}
+		err = scanTail(tail, name, from, func(seq uint64, enc []byte) (bool, error) {
+			if err := decodeInto(mem, next(), name, seq, enc); err != nil {
+				return false, err
+			}
+			return len(dst) < max, nil
+		})
+	}
 	if err != nil {
 		return dst[:0], fmt.Errorf("read %s after %d: %w", name, after, err)
 	}
 	return dst, nil
 }
 
+// scanTail calls fn for each event of name in tail with a seq above after,
+// in seq order, until fn returns false or an error.
+func scanTail(tail []*walBatch, name string, after uint64, fn func(seq uint64, enc []byte) (bool, error)) error {
+	for _, b := range tail {
+		if b.last <= after {
+			continue
+		}
+		for i, enc := range b.enc {
+			seq := b.first + uint64(i)
+			if seq <= after || b.names[i] != name {
+				continue
+			}
+			more, err := fn(seq, enc)
+			if err != nil || !more {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // SeqBefore returns the highest seq of name raised before t, or 0 if none: a
 // cursor set to it replays everything raised at or after t.
 func (l *Log) SeqBefore(name string, t time.Time) (uint64, error) {
+	l.waitApplied(l.LastSeq())
 	var seq uint64
 	err := l.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents).Bucket([]byte(name))
@@ -118,6 +152,7 @@ type NameStats struct {
 
 // Names returns the stored event names with their counts, sorted by name.
 func (l *Log) Names() ([]NameStats, error) {
+	l.waitApplied(l.LastSeq())
 	var out []NameStats
 	err := l.db.View(func(tx *bolt.Tx) error {
 		events := tx.Bucket(bucketEvents)
@@ -140,29 +175,46 @@ func (l *Log) Names() ([]NameStats, error) {
 
 // Lag returns how many events of name have a seq above cursor.
 func (l *Log) Lag(name string, cursor uint64) (uint64, error) {
-	var lag uint64
+	l.mu.Lock()
+	tail := l.tail
+	l.mu.Unlock()
+	var first, last []byte // encoded events: the first above cursor, the last
+	var applied uint64
 	err := l.db.View(func(tx *bolt.Tx) error {
+		applied = u64(tx.Bucket(bucketMeta).Get(keyLastSeq))
 		b := tx.Bucket(bucketEvents).Bucket([]byte(name))
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		_, lv := c.Last()
-		if lv == nil {
-			return nil
+		if _, v := c.Last(); v != nil {
+			last = append(last[:0], v...)
 		}
-		k, v := c.Seek(seqKey(cursor + 1))
-		if k == nil {
-			return nil
+		if _, v := c.Seek(seqKey(cursor + 1)); v != nil {
+			first = append(first[:0], v...)
 		}
-		lag = ordinalOf(lv) - ordinalOf(v) + 1
 		return nil
 	})
-	return lag, err
+	if err != nil {
+		return 0, err
+	}
+	from := max(cursor, applied)
+	scanTail(tail, name, from, func(_ uint64, enc []byte) (bool, error) {
+		if first == nil {
+			first = enc
+		}
+		last = enc
+		return true, nil
+	})
+	if first == nil {
+		return 0, nil
+	}
+	return ordinalOf(last) - ordinalOf(first) + 1, nil
 }
 
 // StoredBytes returns the encoded size of all stored events.
 func (l *Log) StoredBytes() (uint64, error) {
+	l.waitApplied(l.LastSeq())
 	var n uint64
 	err := l.db.View(func(tx *bolt.Tx) error {
 		n = u64(tx.Bucket(bucketMeta).Get(keyBytes))

@@ -40,6 +40,7 @@ type RetainResult struct {
 // finds what it missed.
 func (l *Log) Retain() (RetainResult, error) {
 	res := RetainResult{Dropped: make(map[uint64]int)}
+	l.waitApplied(l.LastSeq()) // retention works on bbolt: let it hold every event
 	now := l.opts.NowFunc()
 	subs, err := l.Subscriptions()
 	if err != nil {

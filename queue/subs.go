@@ -13,6 +13,20 @@ import (
 // sub, and its cursor is set to cursor; an existing sub keeps its cursor
 // unless setCursor is true.
 func (l *Log) PutSubscription(sub *evq.Subscription, cursor uint64, setCursor bool) error {
+	if setCursor || sub.ID == 0 {
+		// A stored cursor never passes bbolt's last seq (evq check and the
+		// start-up check hold it to that).
+		l.waitApplied(cursor)
+		if a := l.applied.Load(); a < cursor {
+			l.mu.Lock()
+			err := l.applyErr
+			l.mu.Unlock()
+			if err == nil {
+				err = ErrClosed
+			}
+			return fmt.Errorf("store subscription %s %s: the store is behind the WAL (at seq %d of %d): %w", sub.Event, sub.Socket, a, cursor, err)
+		}
+	}
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		subs := tx.Bucket(bucketSubs)
 		if sub.ID == 0 {

@@ -261,6 +261,9 @@ func runCheck(args []string) error {
 	r, err := queue.CheckFile(path)
 	fmt.Printf("store:          %s\nevents:         %d in %d names\nlast seq:       %d\nsubscriptions:  %d\ndead letters:   %d\n",
 		path, r.Events, r.Names, r.LastSeq, r.Subscriptions, r.DeadLetters)
+	if r.WALEvents > 0 {
+		fmt.Printf("in the WAL:     %d events after seq %d, written into the store at the next start\n", r.WALEvents, r.LastSeq)
+	}
 	for _, p := range r.Problems {
 		fmt.Printf("PROBLEM: %s\n", p)
 	}
