@@ -2,6 +2,7 @@ package load
 
 import (
 	"bufio"
+	"bytes"
 	"net"
 	"strconv"
 	"sync"
@@ -68,16 +69,20 @@ func (r *AckReceiver) serve(c net.Conn) {
 			return
 		}
 		buf = obj
-		req, err := stream.ParseReply(obj)
-		if err != nil {
-			return
+		id, hasID := trailingID(obj)
+		if !hasID {
+			req, err := stream.ParseReply(obj)
+			if err != nil {
+				return
+			}
+			id, hasID = req.ID, req.HasID
 		}
 		if r.onObject != nil {
 			r.onObject(obj)
 		}
-		if req.HasID {
+		if hasID {
 			reply = append(reply[:0], `{"jsonrpc":"2.0","result":"OK","id":`...)
-			reply = strconv.AppendUint(reply, req.ID, 10)
+			reply = strconv.AppendUint(reply, id, 10)
 			reply = append(reply, '}')
 			bw.Write(reply)
 		}
@@ -99,4 +104,24 @@ func (r *AckReceiver) Close() {
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
+}
+
+// trailingID reads the id of a request that ends with "id":N}, as evq and
+// OpenSIPS write them, without scanning the params: the member just before
+// the object's closing brace is a top-level one. Anything else is left to
+// stream.ParseReply.
+func trailingID(obj []byte) (uint64, bool) {
+	end := len(obj) - 1
+	if end < 0 || obj[end] != '}' {
+		return 0, false
+	}
+	i := end
+	for i > 0 && obj[i-1] >= '0' && obj[i-1] <= '9' {
+		i--
+	}
+	if i == end || end-i > 20 || !bytes.HasSuffix(obj[:i], []byte(`"id":`)) {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(string(obj[i:end]), 10, 64)
+	return id, err == nil
 }

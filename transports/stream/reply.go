@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -48,24 +49,41 @@ func ReadObject(r *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 			return buf, err
 		}
 		i := 0
-		for ; i < len(chunk) && depth > 0; i++ {
-			c := chunk[i]
-			switch {
-			case inStr:
+		for i < len(chunk) && depth > 0 {
+			if inStr {
+				// Jump to the string's closing quote, or to the first
+				// backslash before it: most bytes of an event are strings.
 				if esc {
 					esc = false
-				} else if c == '\\' {
-					esc = true
-				} else if c == '"' {
-					inStr = false
+					i++
+					continue
 				}
-			case c == '"':
+				rest := chunk[i:]
+				q := bytes.IndexByte(rest, '"')
+				if q < 0 {
+					q = len(rest)
+				}
+				if b := bytes.IndexByte(rest[:q], '\\'); b >= 0 {
+					i += b + 1
+					esc = true
+					continue
+				}
+				i += q
+				if q < len(rest) {
+					inStr = false
+					i++
+				}
+				continue
+			}
+			switch chunk[i] {
+			case '"':
 				inStr = true
-			case c == '{' || c == '[':
+			case '{', '[':
 				depth++
-			case c == '}' || c == ']':
+			case '}', ']':
 				depth--
 			}
+			i++
 		}
 		if len(buf)+i > limit {
 			return buf, fmt.Errorf("%w: over %d bytes", ErrTooLarge, limit)

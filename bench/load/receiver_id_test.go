@@ -1,0 +1,24 @@
+package load
+
+import "testing"
+
+func TestTrailingID(t *testing.T) {
+	for _, tc := range []struct {
+		obj string
+		id  uint64
+		ok  bool
+	}{
+		{`{"jsonrpc":"2.0","method":"E_X","params":{"a":"b"},"id":42}`, 42, true},
+		{`{"jsonrpc":"2.0","method":"E_X","params":{"id":7}}`, 0, false},          // nested: not the request's id
+		{`{"jsonrpc":"2.0","method":"E_X","params":{"a":"x\"id\":9"}}`, 0, false}, // inside a string
+		{`{"method":"E_X","id": 42}`, 0, false},                                   // spaced: left to ParseReply
+		{`{"method":"E_X","id":123456789012345678901}`, 0, false},                 // over uint64
+		{`{"method":"E_X"}`, 0, false},
+		{``, 0, false},
+	} {
+		id, ok := trailingID([]byte(tc.obj))
+		if id != tc.id || ok != tc.ok {
+			t.Errorf("trailingID(%s) = %d, %v; want %d, %v", tc.obj, id, ok, tc.id, tc.ok)
+		}
+	}
+}
