@@ -39,7 +39,7 @@ func BenchmarkEndToEnd_Reliable(b *testing.B) {
 			b.ReportMetric(float64(b.N)/raised.Seconds(), "raised/s")
 			evqtest.ReportLatency(b, lat, "raise-")
 			st := l.Stats()
-			evqtest.ReportCommits(b, st.Commits.Load(), st.CommitEvents.Load(), st.CommitNanos.Load())
+			evqtest.ReportCommits(b, st, d)
 		})
 	}
 }

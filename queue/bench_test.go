@@ -22,7 +22,7 @@ func BenchmarkLog_Append(b *testing.B) {
 			evqtest.ReportRate(b, b.N, d)
 			evqtest.ReportLatency(b, lat, "")
 			st := l.Stats()
-			evqtest.ReportCommits(b, st.Commits.Load(), st.CommitEvents.Load(), st.CommitNanos.Load())
+			evqtest.ReportCommits(b, st, d)
 		})
 	}
 	b.Run("batch=1000", func(b *testing.B) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/evq/evq"
+	"github.com/evq/evq/queue"
 )
 
 // CDR returns an accounting event like OpenSIPS's E_ACC_CDR, about 256
@@ -78,13 +79,17 @@ func RunRaisers(b *testing.B, n int, raise func(*evq.Event) error) (time.Duratio
 	return time.Since(start), lat
 }
 
-// ReportCommits reports the average events per group commit and commit time.
-func ReportCommits(b *testing.B, commits, events, nanos uint64) {
+// ReportCommits reports the average events per group commit (WAL record)
+// and its time, fdatasync included, and how many bbolt transactions per
+// second the applier ran over d.
+func ReportCommits(b *testing.B, st *queue.Stats, d time.Duration) {
+	commits := st.Commits.Load()
 	if commits == 0 {
 		return
 	}
-	b.ReportMetric(float64(events)/float64(commits), "events/commit")
-	b.ReportMetric(float64(nanos)/float64(commits)/1e6, "commit-ms")
+	b.ReportMetric(float64(st.CommitEvents.Load())/float64(commits), "events/commit")
+	b.ReportMetric(float64(st.CommitNanos.Load())/float64(commits)/1e6, "commit-ms")
+	b.ReportMetric(float64(st.Applies.Load())/d.Seconds(), "applies/s")
 }
 
 // RunBatchRaisers makes b.N raises in batches of size from n goroutines,
