@@ -281,7 +281,7 @@ func (l *Log) recoverWAL() error {
 		batches = batches[n:]
 	}
 	for _, p := range paths {
-		if err := os.Remove(p); err != nil {
+		if err := retire(p); err != nil { // openWAL keeps what it reuses
 			return fmt.Errorf("open log: %w", err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -30,15 +31,24 @@ import (
 //
 //	[0:4]   payload length, big-endian
 //	[4:8]   CRC-32C of the payload
-//	payload: first seq (8 bytes), event count (4 bytes), then per event:
+//	payload: segment id (8 bytes: the first seq in the segment's name),
+//	         first seq (8 bytes), event count (4 bytes), then per event:
 //	         name length (1 byte), name, encoded length (4 bytes), encoded event
 //
 // A record that is cut short or fails its CRC ends its segment: it was being
 // written when the process died and was never acknowledged.
+//
+// Applied segments are recycled rather than deleted (up to walSpares of
+// them, as <dir>/N.spare): fdatasync on blocks a file already has flushes
+// only data, while appending also commits the file's new size to the
+// filesystem journal, which costs this disk about a third more per commit.
+// Records left from a segment's earlier life carry another segment id,
+// which ends the segment for a reader as a torn record does.
 
 const (
-	walSegmentSize = 64 << 20
+	walSegmentSize = 16 << 20
 	walHeaderLen   = 8
+	walSpares      = 2
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -58,11 +68,13 @@ type wal struct {
 	dir    string
 	noSync bool
 	f      *os.File
+	id     uint64 // the current segment's id
 	off    int64
 	broken bool // a failed write could not be undone: start a new segment
 	buf    []byte
 
-	segs []walSegment // oldest first; the last one is f
+	segs   []walSegment // oldest first; the last one is f
+	spares []string     // applied segments kept for reuse
 }
 
 type walSegment struct {
@@ -107,6 +119,10 @@ func readWAL(dir string) ([]*walBatch, []string, error) {
 	}
 	var out []*walBatch
 	for _, p := range paths {
+		id, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), ".wal"), 16, 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read WAL: %w: segment name %s", ErrCorrupt, p)
+		}
 		data, err := os.ReadFile(p)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read WAL: %w", err)
@@ -120,7 +136,10 @@ func readWAL(dir string) ([]*walBatch, []string, error) {
 			if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(data[4:]) {
 				break // torn
 			}
-			b, err := decodeWALRecord(payload)
+			if len(payload) < 8 || binary.BigEndian.Uint64(payload) != id {
+				break // left from the file's life as an earlier segment
+			}
+			b, err := decodeWALRecord(payload[8:])
 			if err != nil {
 				return nil, nil, fmt.Errorf("read WAL %s: %w: %w", p, ErrCorrupt, err)
 			}
@@ -172,12 +191,26 @@ func decodeWALRecord(p []byte) (*walBatch, error) {
 	return b, nil
 }
 
-// openWAL starts a new segment whose first seq will be next.
+// openWAL starts a new segment whose first seq will be next. Spare files
+// in dir are reused.
 func openWAL(dir string, noSync bool, next uint64) (*wal, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open WAL: %w", err)
 	}
 	w := &wal{dir: dir, noSync: noSync}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open WAL: %w", err)
+	}
+	for _, e := range ents {
+		if p := filepath.Join(dir, e.Name()); strings.HasSuffix(p, ".spare") {
+			if len(w.spares) < walSpares {
+				w.spares = append(w.spares, p)
+			} else {
+				os.Remove(p)
+			}
+		}
+	}
 	if err := w.rotate(next); err != nil {
 		return nil, err
 	}
@@ -185,10 +218,24 @@ func openWAL(dir string, noSync bool, next uint64) (*wal, error) {
 }
 
 // rotate closes the current segment (kept until applied) and starts one
-// whose first seq will be next.
+// whose first seq will be next, in a spare file if there is one.
 func (w *wal) rotate(next uint64) error {
 	p := segmentPath(w.dir, next)
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if w.f != nil {
+		w.f.Close()
+		w.f = nil
+		if w.segs[len(w.segs)-1].path == p {
+			w.segs = w.segs[:len(w.segs)-1] // reopened: it held no good record
+		}
+	}
+	flag := os.O_CREATE | os.O_TRUNC | os.O_WRONLY
+	if n := len(w.spares); n > 0 {
+		if err := os.Rename(w.spares[n-1], p); err == nil {
+			flag = os.O_WRONLY
+		}
+		w.spares = w.spares[:n-1]
+	}
+	f, err := os.OpenFile(p, flag, 0o600)
 	if err != nil {
 		return fmt.Errorf("open WAL segment: %w", err)
 	}
@@ -196,13 +243,7 @@ func (w *wal) rotate(next uint64) error {
 		f.Close()
 		return err
 	}
-	if w.f != nil {
-		w.f.Close()
-		if w.segs[len(w.segs)-1].path == p {
-			w.segs = w.segs[:len(w.segs)-1] // reopened: it held no good record
-		}
-	}
-	w.f, w.off, w.broken = f, 0, false
+	w.f, w.id, w.off, w.broken = f, next, 0, false
 	w.segs = append(w.segs, walSegment{path: p})
 	return nil
 }
@@ -231,9 +272,10 @@ func (w *wal) write(b *walBatch) error {
 			return err
 		}
 	}
-	buf := append(w.buf[:0], make([]byte, walHeaderLen+12)...)
-	binary.BigEndian.PutUint64(buf[walHeaderLen:], b.first)
-	binary.BigEndian.PutUint32(buf[walHeaderLen+8:], uint32(len(b.enc)))
+	buf := append(w.buf[:0], make([]byte, walHeaderLen+20)...)
+	binary.BigEndian.PutUint64(buf[walHeaderLen:], w.id)
+	binary.BigEndian.PutUint64(buf[walHeaderLen+8:], b.first)
+	binary.BigEndian.PutUint32(buf[walHeaderLen+16:], uint32(len(b.enc)))
 	for i, enc := range b.enc {
 		buf = append(buf, byte(len(b.names[i])))
 		buf = append(buf, b.names[i]...)
@@ -259,18 +301,29 @@ func (w *wal) write(b *walBatch) error {
 	return nil
 }
 
-// drop deletes the segments, other than the one being written, whose events
-// are all at or below applied (committed to bbolt). Only the committer
-// calls it, as it owns the segment list.
+// drop retires the segments, other than the one being written, whose events
+// are all at or below applied (committed to bbolt): it keeps up to walSpares
+// of them for reuse and deletes the rest. Only the committer calls it, as it
+// owns the segment list. It returns how many it retired.
 func (w *wal) drop(applied uint64) int {
 	n := 0
 	for len(w.segs) > 1 && w.segs[0].last <= applied {
-		os.Remove(w.segs[0].path)
+		old := w.segs[0].path
 		w.segs = w.segs[1:]
 		n++
+		if len(w.spares) < walSpares && retire(old) == nil {
+			w.spares = append(w.spares, spareName(old))
+			continue
+		}
+		os.Remove(old)
 	}
 	return n
 }
+
+func spareName(segment string) string { return strings.TrimSuffix(segment, ".wal") + ".spare" }
+
+// retire renames an applied segment to a spare.
+func retire(segment string) error { return os.Rename(segment, spareName(segment)) }
 
 func (w *wal) close() error {
 	if w.f == nil {

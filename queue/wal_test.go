@@ -179,3 +179,46 @@ func TestWAL_SegmentsDropped(t *testing.T) {
 		t.Fatalf("old segment still there: %v", err)
 	}
 }
+
+// TestWAL_RecycledSegment: a spare reused as a new segment still holds the
+// records of its earlier life past the new ones; a reader must stop at them.
+func TestWAL_RecycledSegment(t *testing.T) {
+	dir := t.TempDir()
+	w, err := openWAL(dir, true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := w.write(batchOf(seq, walEvent("E_OLD", int64(seq)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.off = walSegmentSize
+	w.write(batchOf(4, walEvent("E_W", 4)))
+	if n := w.drop(3); n != 1 || len(w.spares) != 1 {
+		t.Fatalf("retired %d segments, %d spares; want 1 and 1", n, len(w.spares))
+	}
+	w.off = walSegmentSize
+	if err := w.write(batchOf(5, walEvent("E_W", 5))); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(segmentPath(dir, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() <= w.off {
+		t.Fatalf("segment 5 is %d bytes, its record %d: the spare was not reused", fi.Size(), w.off)
+	}
+	bs, _, err := readWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bs) != 2 || bs[0].first != 4 || bs[1].first != 5 {
+		var firsts []uint64
+		for _, b := range bs {
+			firsts = append(firsts, b.first)
+		}
+		t.Fatalf("records from seqs %v, want [4 5]", firsts)
+	}
+}
