@@ -40,11 +40,27 @@ func TestLog_DiskFull(t *testing.T) {
 			stored++
 		}
 	}
-	restore()
 	if !errors.Is(full, queue.ErrStorageFull) {
+		restore()
 		t.Fatalf("append on a full disk: %v, want ErrStorageFull", full)
 	}
 	t.Logf("full after %d events: %v", stored, full)
+
+	// Restarted while the disk is still full: the events bbolt had no room
+	// for are in the WAL; Open keeps them there and serves them.
+	if err := l.Close(); err != nil {
+		t.Logf("close on a full disk: %v", err)
+	}
+	l, err = queue.Open(path, &queue.Options{RetentionInterval: -1})
+	if err != nil {
+		restore()
+		t.Fatalf("open on a full disk: %v", err)
+	}
+	if evs, err := l.Read("E_F", 0, 100000); err != nil || len(evs) != stored {
+		restore()
+		t.Fatalf("read %d events reopened on a full disk, want %d (%v)", len(evs), stored, err)
+	}
+	restore()
 
 	// Space is back: appends work again, and nothing stored was lost.
 	if err := l.Append(ctx, big()); err != nil {

@@ -116,6 +116,7 @@ type Log struct {
 	wg      sync.WaitGroup
 
 	w         *wal              // owned by the committer
+	keptSegs  []walSegment      // segments Open could not write into bbolt
 	ords      map[string]uint64 // the committer's scratch
 	raises    []*appendReq      // the committer's scratch
 	flushes   []*appendReq      // the committer's scratch
@@ -215,6 +216,7 @@ func Open(path string, opts *Options) (*Log, error) {
 		db.Close()
 		return nil, err
 	}
+	l.w.segs = append(l.keptSegs, l.w.segs...)
 	go l.run()
 	go l.applyLoop()
 	if o.RetentionInterval > 0 {
@@ -231,7 +233,17 @@ func (l *Log) init() error {
 	if err := l.recoverWAL(); err != nil {
 		return err
 	}
-	return l.db.View(l.loadTx)
+	if err := l.db.View(l.loadTx); err != nil {
+		return err
+	}
+	for _, b := range l.pending { // left in the WAL: bbolt had no room
+		for i, enc := range b.enc {
+			l.ordinals[b.names[i]] = ordinalOf(enc)
+			l.lastTime = max(l.lastTime, timeOf(enc))
+		}
+		l.lastSeq.Store(b.last)
+	}
+	return nil
 }
 
 func (l *Log) initTx(tx *bolt.Tx) error {
@@ -252,9 +264,11 @@ func (l *Log) initTx(tx *bolt.Tx) error {
 }
 
 // recoverWAL writes into bbolt the WAL's events that it lacks (the process
-// stopped before the applier wrote them), then deletes the WAL.
+// stopped before the applier wrote them), then retires the WAL's segments.
+// If the disk has no room for them, they stay in the WAL and become the
+// applier's first work, so that evq still starts and delivers.
 func (l *Log) recoverWAL() error {
-	batches, paths, err := readWAL(walDir(l.path))
+	batches, segs, err := readWAL(walDir(l.path))
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
@@ -275,13 +289,24 @@ func (l *Log) recoverWAL() error {
 			n++
 		}
 		if err := l.db.Update(func(tx *bolt.Tx) error { return applyTx(tx, batches[:n], nil) }); err != nil {
-			return fmt.Errorf("open log: replay the WAL: %w", classify(err))
+			err = classify(err)
+			if !errors.Is(err, ErrStorageFull) {
+				return fmt.Errorf("open log: replay the WAL: %w", err)
+			}
+			l.opts.Logger.Error("the disk has no room to write the WAL's events into the store; they stay in the WAL until it has",
+				"first", batches[0].first, "last", batches[len(batches)-1].last, "err", err)
+			l.tail, l.pending, l.applyErr = batches, batches, err
+			for _, b := range batches {
+				l.pendingBytes += b.bytes
+			}
+			l.keptSegs = segs
+			return nil
 		}
 		l.opts.Logger.Info("replayed WAL events into the store", "first", batches[0].first, "last", batches[n-1].last)
 		batches = batches[n:]
 	}
-	for _, p := range paths {
-		if err := retire(p); err != nil { // openWAL keeps what it reuses
+	for _, s := range segs {
+		if err := retire(s.path); err != nil { // openWAL keeps what it reuses
 			return fmt.Errorf("open log: %w", err)
 		}
 	}
@@ -536,18 +561,26 @@ func (l *Log) forwardFlushes(flushes []*appendReq) {
 }
 
 // waitUnapplied holds the committer while more than maxUnapplied bytes wait
-// for the applier, and fails the commit if the applier keeps failing (a full
-// disk): memory stays bounded and the raiser learns why.
+// for the applier. While the applier fails (a full disk), it asks for one
+// more round and fails the commit if that fails too: the raiser learns why,
+// and the WAL does not fill with events bbolt cannot take.
 func (l *Log) waitUnapplied() error {
+	retried := false
 	for {
 		l.mu.Lock()
 		over, err, ch := l.pendingBytes > maxUnapplied, l.applyErr, l.appliedCh
-		l.mu.Unlock()
-		if !over {
-			return nil
-		}
 		if err != nil {
-			return err
+			l.applyNow = true
+		}
+		l.mu.Unlock()
+		switch {
+		case err != nil && retried:
+			return fmt.Errorf("the store cannot be written: %w", err)
+		case err != nil:
+			retried = true
+			l.kickApplier()
+		case !over:
+			return nil
 		}
 		<-ch
 	}
@@ -621,6 +654,12 @@ func (l *Log) apply() bool {
 	}
 	l.mu.Unlock()
 	if len(batches) == 0 && len(cursors) == 0 && len(waiters) == 0 {
+		// Nothing failed to be written: wake whoever waits on a round.
+		l.mu.Lock()
+		l.applyErr = nil
+		close(l.appliedCh)
+		l.appliedCh = make(chan struct{})
+		l.mu.Unlock()
 		return false
 	}
 

@@ -108,17 +108,19 @@ func listSegments(dir string) ([]string, error) {
 }
 
 // readWAL reads every intact record of every segment, in the order they
-// must be applied, and returns them with the segments' paths. A record whose
+// must be applied, and returns them with the segments. A record whose
 // first seq is not above the previous one's last replaces what came before
 // from that seq on: it was written after a failed write whose seqs were
 // never acknowledged.
-func readWAL(dir string) ([]*walBatch, []string, error) {
+func readWAL(dir string) ([]*walBatch, []walSegment, error) {
 	paths, err := listSegments(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read WAL: %w", err)
 	}
 	var out []*walBatch
-	for _, p := range paths {
+	segs := make([]walSegment, len(paths))
+	for si, p := range paths {
+		segs[si].path = p
 		id, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(p), ".wal"), 16, 64)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read WAL: %w: segment name %s", ErrCorrupt, p)
@@ -150,10 +152,11 @@ func readWAL(dir string) ([]*walBatch, []string, error) {
 				return nil, nil, fmt.Errorf("read WAL %s: %w: record at seq %d overlaps one ending at %d", p, ErrCorrupt, b.first, out[len(out)-1].last)
 			}
 			out = append(out, b)
+			segs[si].last = b.last
 			data = data[walHeaderLen+int(n):]
 		}
 	}
-	return out, paths, nil
+	return out, segs, nil
 }
 
 func decodeWALRecord(p []byte) (*walBatch, error) {
