@@ -151,6 +151,7 @@ type Stats struct {
 	CommitEvents  atomic.Uint64
 	CommitNanos   atomic.Uint64
 	CommitErrors  atomic.Uint64
+	WALNanos      atomic.Uint64 // of CommitNanos, writing and syncing the WAL
 	Applies       atomic.Uint64 // bbolt transactions of the applier
 	ApplyNanos    atomic.Uint64
 	ApplyErrors   atomic.Uint64
@@ -501,7 +502,10 @@ func (l *Log) commit(batch []*appendReq) {
 		}
 	}
 	wb.last = seq
-	if err := l.w.write(wb); err != nil {
+	t0 := time.Now()
+	err := l.w.write(wb)
+	l.stats.WALNanos.Add(uint64(time.Since(t0)))
+	if err != nil {
 		l.fail(raises, flushes, classify(err))
 		return
 	}

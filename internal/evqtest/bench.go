@@ -89,6 +89,7 @@ func ReportCommits(b *testing.B, st *queue.Stats, d time.Duration) {
 	}
 	b.ReportMetric(float64(st.CommitEvents.Load())/float64(commits), "events/commit")
 	b.ReportMetric(float64(st.CommitNanos.Load())/float64(commits)/1e6, "commit-ms")
+	b.ReportMetric(float64(st.WALNanos.Load())/float64(commits)/1e6, "wal-ms")
 	b.ReportMetric(float64(st.Applies.Load())/d.Seconds(), "applies/s")
 }
 
