@@ -415,7 +415,7 @@ func TestAPI_CommitMetrics(t *testing.T) {
 	rec := httptest.NewRecorder()
 	srv.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
-	for _, want := range []string{"evq_commit_batch_events_count 3", "evq_commit_seconds_count", "evq_raised_events_total 3"} {
+	for _, want := range []string{"evq_commit_batch_events_count 3", "evq_commit_seconds_count", "evq_raised_events_total 3", "evq_store_applies_total"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}

@@ -25,7 +25,7 @@ func NewCommitMetrics() *CommitMetrics {
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
 		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "evq_commit_seconds", Help: "Time of one group commit, fsync included.",
+			Name: "evq_commit_seconds", Help: "Time of one group commit, the WAL's fdatasync included.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
@@ -45,6 +45,7 @@ type collector struct {
 	log    *queue.Log
 
 	raised, commits, commitErrors, retainDeleted, retainDropped, lastSeq *prometheus.Desc
+	applies, applyErrors                                                 *prometheus.Desc
 	delivered, failures, retries, parked, lag, deadLetters, state        *prometheus.Desc
 	breaker, memberDelivered, memberFailures, memberLag                  *prometheus.Desc
 }
@@ -58,8 +59,10 @@ func newCollector(engine *delivery.Engine, log *queue.Log) *collector {
 		engine:          engine,
 		log:             log,
 		raised:          d("evq_raised_events_total", "Events durably stored."),
-		commits:         d("evq_commits_total", "Group commits (one transaction and fsync each)."),
+		commits:         d("evq_commits_total", "Group commits (one WAL record and fdatasync each)."),
 		commitErrors:    d("evq_commit_errors_total", "Commits that failed (disk full, I/O error)."),
+		applies:         d("evq_store_applies_total", "Transactions writing WAL events and cursors into the bbolt store."),
+		applyErrors:     d("evq_store_apply_errors_total", "Store transactions that failed; their events stay in the WAL and are retried."),
 		retainDeleted:   d("evq_retention_deleted_events_total", "Events deleted by retention."),
 		retainDropped:   d("evq_retention_dropped_unacked_events_total", "Events deleted by max_age or max_bytes before every subscriber acknowledged them."),
 		lastSeq:         d("evq_last_seq", "Seq of the last stored event."),
@@ -92,6 +95,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.raised, st.CommitEvents.Load())
 	counter(c.commits, st.Commits.Load())
 	counter(c.commitErrors, st.CommitErrors.Load())
+	counter(c.applies, st.Applies.Load())
+	counter(c.applyErrors, st.ApplyErrors.Load())
 	counter(c.retainDeleted, st.RetainDeleted.Load())
 	counter(c.retainDropped, st.RetainDropped.Load())
 	gauge(c.lastSeq, float64(c.log.LastSeq()))

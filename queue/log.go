@@ -40,7 +40,7 @@ const (
 	DefaultMaxAge              = 7 * 24 * time.Hour
 	DefaultRetentionInterval   = time.Minute
 	maxBatchRequests           = 8192
-	maxUnapplied               = 64 << 20 // bytes in the WAL not yet in bbolt
+	maxUnapplied               = 16 << 20 // bytes in the WAL not yet in bbolt
 )
 
 // Options configure a Log. A nil *Options means all defaults.
