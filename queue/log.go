@@ -579,7 +579,7 @@ func (l *Log) waitUnapplied() error {
 		l.mu.Unlock()
 		switch {
 		case err != nil && retried:
-			return fmt.Errorf("the store cannot be written: %w", err)
+			return err
 		case err != nil:
 			retried = true
 			l.kickApplier()

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,11 +45,16 @@ import (
 // filesystem journal, which costs this disk about a third more per commit.
 // Records left from a segment's earlier life carry another segment id,
 // which ends the segment for a reader as a torn record does.
+//
+// A new store has no spare, so its first segment grows the file. Once that
+// segment has seen prepareAfter commits (a store in use, not a test's), a
+// goroutine writes a zero-filled spare and the committer moves to it.
 
 const (
 	walSegmentSize = 16 << 20
 	walHeaderLen   = 8
 	walSpares      = 2
+	prepareAfter   = 256 // commits on a growing segment before a spare is made
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -75,6 +81,13 @@ type wal struct {
 
 	segs   []walSegment // oldest first; the last one is f
 	spares []string     // applied segments kept for reuse
+
+	growing   bool // f is smaller than a segment: fdatasyncs also commit its size
+	commits   int  // records written to f while growing
+	preparing bool // a spare is being made
+	prepared  chan string
+	stop      chan struct{}
+	prepDone  chan struct{}
 }
 
 type walSegment struct {
@@ -200,14 +213,17 @@ func openWAL(dir string, noSync bool, next uint64) (*wal, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open WAL: %w", err)
 	}
-	w := &wal{dir: dir, noSync: noSync}
+	w := &wal{dir: dir, noSync: noSync, prepared: make(chan string, 1), stop: make(chan struct{})}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open WAL: %w", err)
 	}
 	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			os.Remove(filepath.Join(dir, e.Name())) // a spare cut short
+		}
 		if p := filepath.Join(dir, e.Name()); strings.HasSuffix(p, ".spare") {
-			if len(w.spares) < walSpares {
+			if len(w.spares) < walSpares && fullSize(p) {
 				w.spares = append(w.spares, p)
 			} else {
 				os.Remove(p)
@@ -247,8 +263,52 @@ func (w *wal) rotate(next uint64) error {
 		return err
 	}
 	w.f, w.id, w.off, w.broken = f, next, 0, false
+	w.growing, w.commits = true, 0
+	if fi, err := f.Stat(); err == nil && fi.Size() >= walSegmentSize {
+		w.growing = false
+	}
 	w.segs = append(w.segs, walSegment{path: p})
 	return nil
+}
+
+// prepare makes a zero-filled spare segment in the background.
+func (w *wal) prepare() {
+	w.preparing = true
+	w.prepDone = make(chan struct{})
+	go func() {
+		defer close(w.prepDone)
+		tmp := filepath.Join(w.dir, fmt.Sprintf("prepared-%d.tmp", time.Now().UnixNano()))
+		if err := writeZeros(tmp, walSegmentSize, w.stop); err != nil {
+			os.Remove(tmp)
+			return
+		}
+		spare := strings.TrimSuffix(tmp, ".tmp") + ".spare"
+		if os.Rename(tmp, spare) != nil {
+			os.Remove(tmp)
+			return
+		}
+		w.prepared <- spare
+	}()
+}
+
+func writeZeros(path string, size int, stop <-chan struct{}) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for n := 0; n < size; n += len(chunk) {
+		select {
+		case <-stop:
+			return errors.New("stopped")
+		default:
+		}
+		if _, err := f.Write(chunk); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
 }
 
 func (w *wal) syncDir() error {
@@ -270,7 +330,18 @@ func (w *wal) syncDir() error {
 // segment is cut back to before the record, so that records written later
 // are not hidden behind a torn one.
 func (w *wal) write(b *walBatch) error {
-	if w.broken || w.off >= walSegmentSize {
+	if w.growing && !w.noSync {
+		select {
+		case p := <-w.prepared:
+			w.spares = append(w.spares, p)
+			w.preparing = false
+		default:
+		}
+		if w.commits++; w.commits >= prepareAfter && len(w.spares) == 0 && !w.preparing {
+			w.prepare()
+		}
+	}
+	if w.broken || w.off >= walSegmentSize || w.growing && len(w.spares) > 0 {
 		if err := w.rotate(b.first); err != nil {
 			return err
 		}
@@ -314,13 +385,20 @@ func (w *wal) drop(applied uint64) int {
 		old := w.segs[0].path
 		w.segs = w.segs[1:]
 		n++
-		if len(w.spares) < walSpares && retire(old) == nil {
+		if len(w.spares) < walSpares && fullSize(old) && retire(old) == nil {
 			w.spares = append(w.spares, spareName(old))
 			continue
 		}
 		os.Remove(old)
 	}
 	return n
+}
+
+// fullSize reports whether a file is worth keeping as a spare: reusing a
+// smaller one would grow it again.
+func fullSize(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Size() >= walSegmentSize
 }
 
 func spareName(segment string) string { return strings.TrimSuffix(segment, ".wal") + ".spare" }
@@ -331,6 +409,10 @@ func retire(segment string) error { return os.Rename(segment, spareName(segment)
 func (w *wal) close() error {
 	if w.f == nil {
 		return nil
+	}
+	close(w.stop)
+	if w.prepDone != nil {
+		<-w.prepDone
 	}
 	err := w.f.Close()
 	w.f = nil

@@ -194,6 +194,7 @@ func TestWAL_RecycledSegment(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	w.f.Truncate(walSegmentSize) // full, as the committer leaves a segment
 	w.off = walSegmentSize
 	w.write(batchOf(4, walEvent("E_W", 4)))
 	if n := w.drop(3); n != 1 || len(w.spares) != 1 {
@@ -220,5 +221,48 @@ func TestWAL_RecycledSegment(t *testing.T) {
 			firsts = append(firsts, b.first)
 		}
 		t.Fatalf("records from seqs %v, want [4 5]", firsts)
+	}
+}
+
+// TestWAL_PreparedSpare: a store in use moves off its growing first segment
+// onto a zero-filled spare made in the background, and nothing written is
+// lost on the way.
+func TestWAL_PreparedSpare(t *testing.T) {
+	dir := t.TempDir()
+	w, err := openWAL(dir, false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	if !w.growing {
+		t.Fatal("a new store's first segment is not growing")
+	}
+	seq := uint64(1)
+	deadline := time.Now().Add(10 * time.Second)
+	for w.growing {
+		if time.Now().After(deadline) {
+			t.Fatalf("still on the growing segment after %d records", seq-1)
+		}
+		if err := w.write(batchOf(seq, walEvent("E_W", int64(seq)))); err != nil {
+			t.Fatal(err)
+		}
+		seq++
+		if seq > prepareAfter {
+			time.Sleep(time.Millisecond) // let the spare be written
+		}
+	}
+	if seq <= prepareAfter {
+		t.Fatalf("moved after %d records, before %d", seq-1, prepareAfter)
+	}
+	fi, err := w.f.Stat()
+	if err != nil || fi.Size() < walSegmentSize {
+		t.Fatalf("current segment is %d bytes (%v), want a full-size spare", fi.Size(), err)
+	}
+	bs, segs, err := readWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(segs) != 2 || len(bs) != int(seq-1) || bs[len(bs)-1].last != seq-1 {
+		t.Fatalf("%d records in %d segments, want %d in 2", len(bs), len(segs), seq-1)
 	}
 }
