@@ -31,7 +31,7 @@ type Transport struct {
 	dialer   net.Dialer
 
 	conn    net.Conn
-	replies chan reply // fed by the connection's reader goroutine
+	replies chan []reply // fed by the connection's reader goroutine, a run at a time
 	readers sync.WaitGroup
 	buf     []byte
 	pending map[uint64]int // seq -> index in the current batch
@@ -68,7 +68,7 @@ func (t *Transport) connect(ctx context.Context) error {
 		tc.SetNoDelay(true)
 	}
 	t.conn = conn
-	t.replies = make(chan reply, 1024)
+	t.replies = make(chan []reply, 64)
 	t.readers.Add(1)
 	go t.read(conn, t.replies)
 	return nil
@@ -76,22 +76,29 @@ func (t *Transport) connect(ctx context.Context) error {
 
 // read parses replies off conn until it fails. In non-reliable mode the
 // replies are dropped, but the read still notices a peer that hung up, so
-// the next Send reconnects instead of writing into a dead socket.
-func (t *Transport) read(conn net.Conn, out chan<- reply) {
+// the next Send reconnects instead of writing into a dead socket. Replies
+// already buffered are handed over together: one channel send per read from
+// the socket rather than per reply.
+func (t *Transport) read(conn net.Conn, out chan<- []reply) {
 	defer t.readers.Done()
 	defer close(out)
 	br := bufio.NewReader(conn)
 	var buf []byte
+	var run []reply
 	for {
+		if len(run) > 0 && (br.Buffered() == 0 || len(run) >= 256) {
+			out <- run
+			run = nil
+		}
 		obj, err := ReadObject(br, buf, maxReply)
 		if err != nil {
-			out <- reply{err: err}
+			out <- append(run, reply{err: err})
 			return
 		}
 		buf = obj
 		rep, err := ParseReply(obj)
 		if err != nil {
-			out <- reply{err: fmt.Errorf("reply from %s: %w", t.sock.Addr(), err)}
+			out <- append(run, reply{err: fmt.Errorf("reply from %s: %w", t.sock.Addr(), err)})
 			return
 		}
 		if !t.reliable {
@@ -100,7 +107,7 @@ func (t *Transport) read(conn net.Conn, out chan<- reply) {
 		if rep.Error != nil {
 			rep.Error = bytes.Clone(rep.Error) // buf is reused for the next object
 		}
-		out <- reply{rep: rep}
+		run = append(run, reply{rep: rep})
 	}
 }
 
@@ -122,8 +129,8 @@ func (t *Transport) Send(ctx context.Context, events []*evq.Event) (int, error) 
 	if t.conn != nil && !t.reliable {
 		// Only a failure can be waiting here: the peer hung up.
 		select {
-		case r, ok := <-t.replies:
-			if !ok || r.err != nil {
+		case run, ok := <-t.replies:
+			if !ok || len(run) > 0 && run[len(run)-1].err != nil {
 				t.drop()
 			}
 		default:
@@ -164,24 +171,30 @@ func (t *Transport) await(ctx context.Context, events []*evq.Event) (int, error)
 	var connErr error
 	for left > 0 && connErr == nil {
 		select {
-		case r, ok := <-t.replies:
-			if !ok || r.err != nil {
-				connErr = fmt.Errorf("connection to %s lost: %w", t.sock.Addr(), replyErr(r, ok))
+		case run, ok := <-t.replies:
+			if !ok {
+				connErr = fmt.Errorf("connection to %s lost: %w", t.sock.Addr(), replyErr(reply{}, false))
 				break
 			}
-			i, mine := t.pending[r.rep.ID]
-			if !r.rep.HasID || !mine {
-				continue // a late reply to an earlier, timed-out request
-			}
-			delete(t.pending, r.rep.ID)
-			left--
-			switch {
-			case r.rep.HasError:
-				failed[i] = fmt.Errorf("%s replied error %s", t.sock.Addr(), truncate(r.rep.Error, 200))
-			case !r.rep.HasResult:
-				failed[i] = fmt.Errorf("%s replied with neither result nor error", t.sock.Addr())
-			default:
-				acked[i] = true
+			for _, r := range run {
+				if r.err != nil {
+					connErr = fmt.Errorf("connection to %s lost: %w", t.sock.Addr(), replyErr(r, true))
+					break
+				}
+				i, mine := t.pending[r.rep.ID]
+				if !r.rep.HasID || !mine {
+					continue // a late reply to an earlier, timed-out request
+				}
+				delete(t.pending, r.rep.ID)
+				left--
+				switch {
+				case r.rep.HasError:
+					failed[i] = fmt.Errorf("%s replied error %s", t.sock.Addr(), truncate(r.rep.Error, 200))
+				case !r.rep.HasResult:
+					failed[i] = fmt.Errorf("%s replied with neither result nor error", t.sock.Addr())
+				default:
+					acked[i] = true
+				}
 			}
 			// Since Go 1.23 Reset also discards a fire not yet received;
 			// draining t.C after Stop, the older idiom, would block forever.
