@@ -93,7 +93,7 @@ func (s *Embedded) Name() string { return "evq" }
 
 // Durability implements System.
 func (s *Embedded) Durability() string {
-	return "fsync of every group commit before a raise returns (bbolt, embedded: Go API)"
+	return "fdatasync of every group commit (one WAL record) before a raise returns (embedded: Go API)"
 }
 
 // Consumers implements System.
@@ -166,9 +166,9 @@ func (s *Remote) Name() string { return "evq" }
 // Durability implements System.
 func (s *Remote) Durability() string {
 	if s.clients != nil {
-		return "fsync of every group commit before the JSON-RPC reply (evq serve, tcp ingest at " + s.clients.addr + ")"
+		return "fdatasync of every group commit before the JSON-RPC reply (evq serve, tcp ingest at " + s.clients.addr + ")"
 	}
-	return "fsync of every group commit before POST /v1/events answers 200 (evq serve at " + s.url + ")"
+	return "fdatasync of every group commit before POST /v1/events answers 200 (evq serve at " + s.url + ")"
 }
 
 // Consumers implements System.
@@ -281,7 +281,7 @@ func (s *Ingest) Name() string { return "evq-tcp" }
 
 // Durability implements System.
 func (s *Ingest) Durability() string {
-	return "fsync of every group commit before the JSON-RPC reply (tcp ingest, as OpenSIPS reliable_mode)"
+	return "fdatasync of every group commit before the JSON-RPC reply (tcp ingest, as OpenSIPS reliable_mode)"
 }
 
 // Publisher implements System.
