@@ -11,7 +11,7 @@
 //   - Readers see an event as soon as it is durable: from bbolt, or from the
 //     in-memory tail of events the applier has not yet written into bbolt.
 //   - The applier writes the WAL's events into bbolt in the background, in
-//     one transaction per round (every 10 ms, or sooner under load), and the
+//     one transaction per round (every 40 ms, or sooner under load), and the
 //     committer deletes WAL segments bbolt holds. Open writes into bbolt
 //     whatever the WAL has that bbolt lacks, then starts a new WAL.
 //   - Sequence numbers are assigned in commit order, strictly increasing across

@@ -624,7 +624,7 @@ func (l *Log) applyLoop() {
 }
 
 const (
-	applyDelay = 10 * time.Millisecond
+	applyDelay = 40 * time.Millisecond
 	applyBytes = 4 << 20
 	retryDelay = 100 * time.Millisecond
 )
