@@ -35,6 +35,8 @@ type worker struct {
 	// done with (delivered or parked) before the next is read.
 	buf  []evq.Event
 	ptrs []*evq.Event
+
+	bigReads bool // the last batch was delivered without a failure
 }
 
 // counters are a subscription's delivery counts; they outlive its workers.
@@ -129,10 +131,31 @@ func (w *worker) run() {
 	}
 }
 
+// windowed reports whether the transport keeps max_inflight requests in
+// flight by itself across a batch longer than the window (stream.Transport
+// in reliable mode), so that batches need not be cut to the window and the
+// pipe stays full from one window to the next.
+func (w *worker) windowed() bool {
+	wt, ok := w.tr.(interface{ Windowed() bool })
+	return ok && wt.Windowed()
+}
+
+// readSize is how many events the next read takes: Options.ReadBatch, or,
+// for a windowed transport that delivered the whole last batch, up to four
+// windows, so that the window slides over more than one. A subscriber that
+// fails drops back to ReadBatch: a dead one holds no more in memory.
+func (w *worker) readSize() int {
+	n := w.e.opts.ReadBatch
+	if w.bigReads && w.windowed() {
+		n = max(n, 4*w.sub.Options.Inflight())
+	}
+	return n
+}
+
 // read reads the next batch after the cursor into the worker's buffer.
 func (w *worker) read() ([]*evq.Event, error) {
 	var err error
-	w.buf, err = w.e.log.ReadInto(w.buf, w.sub.Event, w.cursor.Load(), w.e.opts.ReadBatch)
+	w.buf, err = w.e.log.ReadInto(w.buf, w.sub.Event, w.cursor.Load(), w.readSize())
 	w.ptrs = w.ptrs[:0]
 	for i := range w.buf {
 		w.ptrs = append(w.ptrs, &w.buf[i])
@@ -176,7 +199,7 @@ func (w *worker) park(ev *evq.Event, attempts int, cause error) error {
 // failed for good. It returns early when the worker is stopping.
 func (w *worker) deliver(events []*evq.Event, ok func([]*evq.Event), park func(*evq.Event, int, error) error) {
 	window := len(events)
-	if w.sub.Options.Reliable {
+	if w.sub.Options.Reliable && !w.windowed() {
 		window = w.sub.Options.Inflight()
 	}
 	for len(events) > 0 {
@@ -185,6 +208,7 @@ func (w *worker) deliver(events []*evq.Event, ok func([]*evq.Event), park func(*
 		}
 		chunk := events[:min(window, len(events))]
 		n, err := w.tr.Send(w.ctx, chunk)
+		w.bigReads = err == nil
 		if n > 0 {
 			ok(chunk[:n])
 			events = events[n:]

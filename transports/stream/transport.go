@@ -28,6 +28,7 @@ type Transport struct {
 	msg      Message
 	reliable bool
 	timeout  time.Duration
+	window   int // requests awaiting a reply at most, in reliable mode
 	dialer   net.Dialer
 
 	conn    net.Conn
@@ -53,6 +54,7 @@ func New(sock evq.Socket, opts evq.Options) (*Transport, error) {
 		msg:      Message{Method: sock.Method, EventParam: opts.EventParam, Request: opts.Reliable},
 		reliable: opts.Reliable,
 		timeout:  opts.TimeoutOrDefault(),
+		window:   opts.Inflight(),
 		pending:  make(map[uint64]int),
 	}, nil
 }
@@ -141,6 +143,22 @@ func (t *Transport) Send(ctx context.Context, events []*evq.Event) (int, error) 
 			return 0, err
 		}
 	}
+	if !t.reliable {
+		if err := t.write(events); err != nil {
+			return 0, err
+		}
+		return len(events), nil
+	}
+	return t.sendWindowed(ctx, events)
+}
+
+// Windowed reports that in reliable mode Send keeps max_inflight requests
+// in flight across a batch of any length, writing more as replies arrive,
+// so the caller need not cut batches to the window.
+func (t *Transport) Windowed() bool { return t.reliable }
+
+// write encodes events and writes them in one call.
+func (t *Transport) write(events []*evq.Event) error {
 	t.buf = t.buf[:0]
 	for _, ev := range events {
 		t.buf = t.msg.Append(t.buf, ev)
@@ -148,28 +166,36 @@ func (t *Transport) Send(ctx context.Context, events []*evq.Event) (int, error) 
 	t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
 	if _, err := t.conn.Write(t.buf); err != nil {
 		t.drop()
-		return 0, fmt.Errorf("write to %s: %w", t.sock.Addr(), err)
+		return fmt.Errorf("write to %s: %w", t.sock.Addr(), err)
 	}
-	if !t.reliable {
-		return len(events), nil
-	}
-	return t.await(ctx, events)
+	return nil
 }
 
-// await collects the replies of a written batch and returns how many
-// leading events were acknowledged.
-func (t *Transport) await(ctx context.Context, events []*evq.Event) (int, error) {
+// sendWindowed writes events with at most t.window awaiting a reply,
+// writing more, a quarter window or more at a time, as replies come in. After
+// the first failed event it writes nothing more and collects what is in
+// flight. It returns how many leading events were acknowledged.
+func (t *Transport) sendWindowed(ctx context.Context, events []*evq.Event) (int, error) {
 	clear(t.pending)
-	for i, ev := range events {
-		t.pending[ev.Seq] = i
-	}
 	acked := make([]bool, len(events))
 	failed := make([]error, len(events))
-	left := len(events)
+	sent, done := 0, 0
+	send := func(to int) error {
+		for i := sent; i < to; i++ {
+			t.pending[events[i].Seq] = i
+		}
+		from := sent
+		sent = to
+		return t.write(events[from:to])
+	}
+	if err := send(min(t.window, len(events))); err != nil {
+		return 0, err
+	}
 	timer := time.NewTimer(t.timeout)
 	defer timer.Stop()
 	var connErr error
-	for left > 0 && connErr == nil {
+	failedAt := -1
+	for done < sent && connErr == nil {
 		select {
 		case run, ok := <-t.replies:
 			if !ok {
@@ -186,7 +212,7 @@ func (t *Transport) await(ctx context.Context, events []*evq.Event) (int, error)
 					continue // a late reply to an earlier, timed-out request
 				}
 				delete(t.pending, r.rep.ID)
-				left--
+				done++
 				switch {
 				case r.rep.HasError:
 					failed[i] = fmt.Errorf("%s replied error %s", t.sock.Addr(), truncate(r.rep.Error, 200))
@@ -194,6 +220,16 @@ func (t *Transport) await(ctx context.Context, events []*evq.Event) (int, error)
 					failed[i] = fmt.Errorf("%s replied with neither result nor error", t.sock.Addr())
 				default:
 					acked[i] = true
+				}
+				if failed[i] != nil && (failedAt < 0 || i < failedAt) {
+					failedAt = i
+				}
+			}
+			if connErr == nil && failedAt < 0 && sent < len(events) {
+				if free := t.window - (sent - done); free >= max(1, t.window/4) {
+					if err := send(min(len(events), sent+free)); err != nil {
+						connErr = err
+					}
 				}
 			}
 			// Since Go 1.23 Reset also discards a fire not yet received;
@@ -215,11 +251,9 @@ func (t *Transport) await(ctx context.Context, events []*evq.Event) (int, error)
 	if connErr != nil {
 		// Replies still owed would arrive out of step: start afresh.
 		t.drop()
+		return n, connErr
 	}
-	if failed[n] != nil {
-		return n, failed[n]
-	}
-	return n, connErr
+	return n, failed[n]
 }
 
 func replyErr(r reply, ok bool) error {

@@ -1,9 +1,12 @@
 package stream_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +112,109 @@ func TestTransport_Refused(t *testing.T) {
 	n, err := tr.Send(context.Background(), events(1, 1))
 	if n != 0 || err == nil || !strings.Contains(err.Error(), "connect "+addr) {
 		t.Fatalf("n=%d err=%v", n, err)
+	}
+}
+
+// windowPeer is a reliable subscriber that answers only once it holds
+// `hold` unanswered requests (or after a pause), records the most it ever
+// held, and answers the request with id failID with an error.
+type windowPeer struct {
+	ln      net.Listener
+	hold    int
+	failID  uint64
+	maxHeld int
+	ids     []uint64
+	done    chan struct{}
+}
+
+func newWindowPeer(t *testing.T, hold int, failID uint64) *windowPeer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &windowPeer{ln: ln, hold: hold, failID: failID, done: make(chan struct{})}
+	go p.serve()
+	t.Cleanup(func() { ln.Close(); <-p.done })
+	return p
+}
+
+func (p *windowPeer) serve() {
+	defer close(p.done)
+	c, err := p.ln.Accept()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	var held []uint64
+	answer := func() {
+		for _, id := range held {
+			if id == p.failID {
+				fmt.Fprintf(c, `{"jsonrpc":"2.0","error":{"code":-1,"message":"no"},"id":%d}`, id)
+			} else {
+				fmt.Fprintf(c, `{"jsonrpc":"2.0","result":"ok","id":%d}`, id)
+			}
+		}
+		held = held[:0]
+	}
+	for {
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		obj, err := stream.ReadObject(br, nil, 1<<20)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			answer() // the sender has stopped writing: answer what is held
+			continue
+		}
+		if err != nil {
+			return
+		}
+		rep, err := stream.ParseReply(obj)
+		if err != nil {
+			return
+		}
+		held = append(held, rep.ID)
+		p.ids = append(p.ids, rep.ID)
+		p.maxHeld = max(p.maxHeld, len(held))
+		if len(held) >= p.hold {
+			answer()
+		}
+	}
+}
+
+// TestTransport_SlidingWindow sends a batch far longer than max_inflight:
+// the transport never has more than max_inflight requests unanswered, and
+// every event is acknowledged in one Send.
+func TestTransport_SlidingWindow(t *testing.T) {
+	p := newWindowPeer(t, 100, 0)
+	tr := newTransport(t, "tcp:"+p.ln.Addr().String(), evq.Options{Reliable: true, MaxInflight: 8, Timeout: 5 * time.Second})
+	if !tr.Windowed() {
+		t.Fatal("reliable stream transport is not windowed")
+	}
+	n, err := tr.Send(context.Background(), events(1, 100))
+	if err != nil || n != 100 {
+		t.Fatalf("sent %d of 100: %v", n, err)
+	}
+	tr.Close()
+	p.ln.Close()
+	<-p.done
+	if p.maxHeld != 8 {
+		t.Fatalf("the peer held up to %d unanswered requests, want the window of 8", p.maxHeld)
+	}
+}
+
+// TestTransport_SlidingWindowStopsAtFailure: after an event fails, nothing
+// more is written; Send reports the leading acknowledged events and the
+// failure.
+func TestTransport_SlidingWindowStopsAtFailure(t *testing.T) {
+	p := newWindowPeer(t, 4, 10)
+	tr := newTransport(t, "tcp:"+p.ln.Addr().String(), evq.Options{Reliable: true, MaxInflight: 4, Timeout: 5 * time.Second})
+	n, err := tr.Send(context.Background(), events(1, 100))
+	if n != 9 || err == nil || !strings.Contains(err.Error(), "replied error") {
+		t.Fatalf("Send = %d, %v; want 9 acknowledged and the error reply", n, err)
+	}
+	tr.Close()
+	p.ln.Close()
+	<-p.done
+	if last := p.ids[len(p.ids)-1]; last > 12 {
+		t.Fatalf("the peer got requests up to id %d after id 10 failed in a window of 4", last)
 	}
 }
