@@ -153,3 +153,36 @@ func waitAll(b *testing.B, all <-chan struct{}, recv ...*load.AckReceiver) {
 		b.Fatalf("receivers got %d events in all; want %d each", got, b.N)
 	}
 }
+
+// BenchmarkDrain delivers a backlog of b.N stored events to a reliable tcp
+// subscriber with window 256, with no raises going on: the delivery path
+// alone (read from the store, encode, send, await replies, move the cursor).
+func BenchmarkDrain(b *testing.B) {
+	l := evqtest.MustOpenLog(b, nil)
+	e := evqtest.StartEngine(b, l, &delivery.Options{})
+	evs := make([]*evq.Event, 0, 1000)
+	for i := 0; i < b.N; i += len(evs) {
+		evs = evs[:0]
+		for j := i; j < min(b.N, i+1000); j++ {
+			evs = append(evs, evqtest.CDR(j))
+		}
+		if err := e.RaiseBatch(context.Background(), evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := l.Flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	r, all := receiveN(b, int64(b.N))
+	defer r.Close()
+	b.SetBytes(256)
+	b.ResetTimer()
+	start := time.Now()
+	_, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_ACC_CDR", Socket: r.Socket(),
+		Options: evq.Options{Reliable: true, MaxInflight: 256}, Start: delivery.Start{Kind: delivery.StartEarliest}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	waitAll(b, all, r)
+	evqtest.ReportRate(b, b.N, time.Since(start))
+}

@@ -271,6 +271,59 @@ func TestEngine_Replay(t *testing.T) {
 	})
 }
 
+// TestEngine_BacklogInManyReads drains a backlog many reads long, so the
+// worker reads each next batch while the one before is in flight: every
+// event arrives once and in order. Then an event fails in the middle of a
+// batch while the next is read ahead: it is retried, and the events after it
+// follow in order.
+func TestEngine_BacklogInManyReads(t *testing.T) {
+	e := evqtest.StartEngine(t, evqtest.MustOpenLog(t, nil), &delivery.Options{ReadBatch: 10,
+		RetryInitial: time.Millisecond, RetryMax: 20 * time.Millisecond})
+	r := evqtest.NewReceiver(t)
+	evs := make([]*evq.Event, 2000)
+	for i := range evs {
+		evs[i] = &evq.Event{Name: "E_B", Named: true, Params: []evq.Param{{Name: "i", Value: evq.Int(int64(i))}}}
+	}
+	if err := e.RaiseBatch(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_B", Socket: r.Socket(),
+		Options: evq.Options{Reliable: true, MaxInflight: 4}, Start: delivery.Start{Kind: delivery.StartEarliest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := indexes(t, r.WaitFor(2000, wait))
+	assertInOrder(t, got, 0, 2000)
+	waitState(t, e, st.ID, func(s delivery.Status) bool { return s.Lag == 0 && s.Delivered == 2000 })
+
+	r.RejectFirst(1)
+	for i := range evs[:300] {
+		evs[i] = &evq.Event{Name: "E_B", Named: true, Params: []evq.Param{{Name: "i", Value: evq.Int(int64(2000 + i))}}}
+	}
+	if err := e.RaiseBatch(context.Background(), evs[:300]); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, e, st.ID, func(s delivery.Status) bool { return s.Lag == 0 })
+	// The rejected event is sent again, and so are those sent after it
+	// while it was in flight: the last time each event arrived, it arrived
+	// in order.
+	got = indexes(t, r.Requests())[2000:]
+	last := make(map[int]int)
+	for k, i := range got {
+		last[i] = k
+	}
+	var final []int
+	for k, i := range got {
+		if last[i] == k {
+			final = append(final, i)
+		}
+	}
+	assertInOrder(t, final, 2000, 300)
+	if st := waitState(t, e, st.ID, func(s delivery.Status) bool { return s.Lag == 0 }); st.Delivered != 2300 || st.Retries == 0 {
+		t.Fatalf("delivered %d with %d retries, want 2300 with a retry", st.Delivered, st.Retries)
+	}
+}
+
 func TestEngine_ResumeAfterRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "evq.db")
 	r := evqtest.NewReceiver(t)

@@ -31,12 +31,21 @@ type worker struct {
 
 	redriveStart time.Time // while redriving: max_age counts from here
 
-	// The last batch read, in memory reused from read to read: a batch is
-	// done with (delivered or parked) before the next is read.
-	buf  []evq.Event
-	ptrs []*evq.Event
+	// Two batches' memory, reused from read to read: the batch being
+	// delivered, and the next one, read meanwhile (see prefetch).
+	bufs [2]batch
+	cur  int // index in bufs of the batch being delivered
 
 	bigReads bool // the last batch was delivered without a failure
+}
+
+// batch is one read from the log.
+type batch struct {
+	after  uint64          // the cursor it was read after
+	notify <-chan struct{} // closed by the next append after the read began
+	buf    []evq.Event
+	ptrs   []*evq.Event
+	err    error
 }
 
 // counters are a subscription's delivery counts; they outlive its workers.
@@ -94,6 +103,12 @@ func (w *worker) run() {
 		defer t.Stop()
 		expiry = t.C
 	}
+	var next chan *batch // the prefetch in progress, if any
+	defer func() {
+		if next != nil {
+			<-next
+		}
+	}()
 	for !w.stopping() {
 		if w.sub.Expired(w.e.opts.NowFunc()) {
 			w.st.setState(StateExpired)
@@ -105,18 +120,27 @@ func (w *worker) run() {
 			continue
 		default:
 		}
-		notify := w.e.log.Notify()
-		events, err := w.read()
-		if err != nil {
-			w.fail(err)
+		var b *batch
+		if next != nil {
+			b, next = <-next, nil
+			w.cur = 1 - w.cur
+			if b.after != w.cursor.Load() {
+				b = nil // the batch before it was not all delivered
+			}
+		}
+		if b == nil {
+			b = w.read(&w.bufs[w.cur], w.cursor.Load(), w.readSize())
+		}
+		if b.err != nil {
+			w.fail(b.err)
 			if !w.wait(w.bo.NextBackOff()) {
 				return
 			}
 			continue
 		}
-		if len(events) == 0 {
+		if len(b.ptrs) == 0 {
 			select {
-			case <-notify:
+			case <-b.notify:
 			case <-w.redrive:
 				w.redriveAll()
 			case <-expiry:
@@ -127,8 +151,23 @@ func (w *worker) run() {
 			}
 			continue
 		}
-		w.deliver(events, w.advance, w.park)
+		if w.bigReads {
+			next = w.prefetch(b.ptrs[len(b.ptrs)-1].Seq)
+		}
+		w.deliver(b.ptrs, w.advance, w.park)
 	}
+}
+
+// prefetch reads the batch after seq into the spare buffer while the
+// current batch is delivered, so that the transport does not sit idle while
+// the store is read and decoded. The read is thrown away if the cursor did
+// not reach the current batch's end (the worker was stopped midway).
+func (w *worker) prefetch(after uint64) chan *batch {
+	out := make(chan *batch, 1)
+	b := &w.bufs[1-w.cur]
+	n := w.readSize()
+	go func() { out <- w.read(b, after, n) }()
+	return out
 }
 
 // windowed reports whether the transport keeps max_inflight requests in
@@ -152,15 +191,16 @@ func (w *worker) readSize() int {
 	return n
 }
 
-// read reads the next batch after the cursor into the worker's buffer.
-func (w *worker) read() ([]*evq.Event, error) {
-	var err error
-	w.buf, err = w.e.log.ReadInto(w.buf, w.sub.Event, w.cursor.Load(), w.readSize())
-	w.ptrs = w.ptrs[:0]
-	for i := range w.buf {
-		w.ptrs = append(w.ptrs, &w.buf[i])
+// read reads the batch after the given cursor into b's memory.
+func (w *worker) read(b *batch, after uint64, n int) *batch {
+	b.after = after
+	b.notify = w.e.log.Notify()
+	b.buf, b.err = w.e.log.ReadInto(b.buf, w.sub.Event, after, n)
+	b.ptrs = b.ptrs[:0]
+	for i := range b.buf {
+		b.ptrs = append(b.ptrs, &b.buf[i])
 	}
-	return w.ptrs, err
+	return b
 }
 
 // advance moves the cursor over delivered log events.
