@@ -2,10 +2,10 @@ package stream
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -23,6 +23,11 @@ var ErrReplyTimeout = errors.New("no reply within the timeout")
 
 // Transport sends events to one tcp:/jsonrpc: socket over one persistent
 // connection, reconnecting on the next Send after any failure.
+//
+// In reliable mode Send itself reads the replies: the worker that sends the
+// window is the goroutine that wakes when replies arrive, with no hand-off in
+// between. In fire-and-forget mode a reader goroutine drains the connection,
+// so that a peer that hung up is noticed before the next write.
 type Transport struct {
 	sock     evq.Socket
 	msg      Message
@@ -32,15 +37,12 @@ type Transport struct {
 	dialer   net.Dialer
 
 	conn    net.Conn
-	replies chan []reply // fed by the connection's reader goroutine, a run at a time
+	br      *bufio.Reader // reliable mode: the replies
+	obj     []byte        // reliable mode: the last reply read, memory reused
+	gone    chan error    // fire-and-forget mode: the reader's error, once the peer hung up
 	readers sync.WaitGroup
 	buf     []byte
 	pending map[uint64]int // seq -> index in the current batch
-}
-
-type reply struct {
-	rep Reply
-	err error // read error: the connection is gone
 }
 
 // New returns a Transport for sock (scheme tcp or jsonrpc). It does not
@@ -70,56 +72,32 @@ func (t *Transport) connect(ctx context.Context) error {
 		tc.SetNoDelay(true)
 	}
 	t.conn = conn
-	t.replies = make(chan []reply, 64)
+	if t.reliable {
+		t.br = bufio.NewReaderSize(conn, 64<<10)
+		return nil
+	}
+	t.gone = make(chan error, 1)
 	t.readers.Add(1)
-	go t.read(conn, t.replies)
+	go t.drain(conn, t.gone)
 	return nil
 }
 
-// read parses replies off conn until it fails. In non-reliable mode the
-// replies are dropped, but the read still notices a peer that hung up, so
-// the next Send reconnects instead of writing into a dead socket. Replies
-// already buffered are handed over together: one channel send per read from
-// the socket rather than per reply.
-func (t *Transport) read(conn net.Conn, out chan<- []reply) {
+// drain reads and drops whatever a fire-and-forget peer sends until the
+// connection fails, and then reports why.
+func (t *Transport) drain(conn net.Conn, gone chan<- error) {
 	defer t.readers.Done()
-	defer close(out)
-	br := bufio.NewReader(conn)
-	var buf []byte
-	var run []reply
-	for {
-		if len(run) > 0 && (br.Buffered() == 0 || len(run) >= 256) {
-			out <- run
-			run = nil
-		}
-		obj, err := ReadObject(br, buf, maxReply)
-		if err != nil {
-			out <- append(run, reply{err: err})
-			return
-		}
-		buf = obj
-		rep, err := ParseReply(obj)
-		if err != nil {
-			out <- append(run, reply{err: fmt.Errorf("reply from %s: %w", t.sock.Addr(), err)})
-			return
-		}
-		if !t.reliable {
-			continue
-		}
-		if rep.Error != nil {
-			rep.Error = bytes.Clone(rep.Error) // buf is reused for the next object
-		}
-		run = append(run, reply{rep: rep})
+	_, err := io.Copy(io.Discard, conn)
+	if err == nil {
+		err = io.EOF
 	}
+	gone <- err
 }
 
 func (t *Transport) drop() {
 	if t.conn != nil {
 		t.conn.Close()
-		for range t.replies {
-		}
 		t.readers.Wait()
-		t.conn = nil
+		t.conn, t.br, t.gone = nil, nil, nil
 	}
 }
 
@@ -128,13 +106,10 @@ func (t *Transport) Send(ctx context.Context, events []*evq.Event) (int, error) 
 	if len(events) == 0 {
 		return 0, nil
 	}
-	if t.conn != nil && !t.reliable {
-		// Only a failure can be waiting here: the peer hung up.
+	if t.gone != nil {
 		select {
-		case run, ok := <-t.replies:
-			if !ok || len(run) > 0 && run[len(run)-1].err != nil {
-				t.drop()
-			}
+		case <-t.gone: // the peer hung up
+			t.drop()
 		default:
 		}
 	}
@@ -191,54 +166,52 @@ func (t *Transport) sendWindowed(ctx context.Context, events []*evq.Event) (int,
 	if err := send(min(t.window, len(events))); err != nil {
 		return 0, err
 	}
-	timer := time.NewTimer(t.timeout)
-	defer timer.Stop()
+	// A cancelled ctx interrupts a read that waits for the peer.
+	conn := t.conn
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
 	var connErr error
 	failedAt := -1
 	for done < sent && connErr == nil {
-		select {
-		case run, ok := <-t.replies:
-			if !ok {
-				connErr = fmt.Errorf("connection to %s lost: %w", t.sock.Addr(), replyErr(reply{}, false))
+		if t.br.Buffered() == 0 {
+			// About to wait for the peer: it has the timeout to answer.
+			conn.SetReadDeadline(time.Now().Add(t.timeout))
+			if err := ctx.Err(); err != nil {
+				connErr = err
 				break
 			}
-			for _, r := range run {
-				if r.err != nil {
-					connErr = fmt.Errorf("connection to %s lost: %w", t.sock.Addr(), replyErr(r, true))
-					break
-				}
-				i, mine := t.pending[r.rep.ID]
-				if !r.rep.HasID || !mine {
-					continue // a late reply to an earlier, timed-out request
-				}
-				delete(t.pending, r.rep.ID)
-				done++
-				switch {
-				case r.rep.HasError:
-					failed[i] = fmt.Errorf("%s replied error %s", t.sock.Addr(), truncate(r.rep.Error, 200))
-				case !r.rep.HasResult:
-					failed[i] = fmt.Errorf("%s replied with neither result nor error", t.sock.Addr())
-				default:
-					acked[i] = true
-				}
-				if failed[i] != nil && (failedAt < 0 || i < failedAt) {
-					failedAt = i
+		}
+		rep, err := t.readReply()
+		if err != nil {
+			connErr = err
+			if ctx.Err() != nil {
+				connErr = ctx.Err()
+			}
+			break
+		}
+		i, mine := t.pending[rep.ID]
+		if !rep.HasID || !mine {
+			continue // not an answer to this batch's requests
+		}
+		delete(t.pending, rep.ID)
+		done++
+		switch {
+		case rep.HasError:
+			failed[i] = fmt.Errorf("%s replied error %s", t.sock.Addr(), truncate(rep.Error, 200))
+		case !rep.HasResult:
+			failed[i] = fmt.Errorf("%s replied with neither result nor error", t.sock.Addr())
+		default:
+			acked[i] = true
+		}
+		if failed[i] != nil && (failedAt < 0 || i < failedAt) {
+			failedAt = i
+		}
+		if failedAt < 0 && sent < len(events) {
+			if free := t.window - (sent - done); free >= max(1, t.window/4) {
+				if err := send(min(len(events), sent+free)); err != nil {
+					connErr = err
 				}
 			}
-			if connErr == nil && failedAt < 0 && sent < len(events) {
-				if free := t.window - (sent - done); free >= max(1, t.window/4) {
-					if err := send(min(len(events), sent+free)); err != nil {
-						connErr = err
-					}
-				}
-			}
-			// Since Go 1.23 Reset also discards a fire not yet received;
-			// draining t.C after Stop, the older idiom, would block forever.
-			timer.Reset(t.timeout)
-		case <-timer.C:
-			connErr = fmt.Errorf("%s: %w (%s)", t.sock.Addr(), ErrReplyTimeout, t.timeout)
-		case <-ctx.Done():
-			connErr = ctx.Err()
 		}
 	}
 	n := 0
@@ -256,11 +229,25 @@ func (t *Transport) sendWindowed(ctx context.Context, events []*evq.Event) (int,
 	return n, failed[n]
 }
 
-func replyErr(r reply, ok bool) error {
-	if !ok || r.err == nil {
-		return errors.New("closed")
+// readReply reads and parses the next reply object.
+func (t *Transport) readReply() (Reply, error) {
+	obj, err := ReadObject(t.br, t.obj, maxReply)
+	if err != nil {
+		var ne net.Error
+		switch {
+		case errors.As(err, &ne) && ne.Timeout():
+			return Reply{}, fmt.Errorf("%s: %w (%s)", t.sock.Addr(), ErrReplyTimeout, t.timeout)
+		case errors.Is(err, ErrNotObject), errors.Is(err, ErrTooLarge):
+			return Reply{}, fmt.Errorf("reply from %s: %w", t.sock.Addr(), err)
+		}
+		return Reply{}, fmt.Errorf("connection to %s lost: %w", t.sock.Addr(), err)
 	}
-	return r.err
+	t.obj = obj
+	rep, err := ParseReply(obj)
+	if err != nil {
+		return Reply{}, fmt.Errorf("reply from %s: %w", t.sock.Addr(), err)
+	}
+	return rep, nil
 }
 
 func truncate(b []byte, n int) string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -86,6 +87,70 @@ func TestTransport_Reliable(t *testing.T) {
 			t.Fatalf("n=%d err=%v", n, err)
 		}
 	})
+	t.Run("CancelWhileWaiting", func(t *testing.T) {
+		// A worker that is stopped does not wait out the reply timeout.
+		tr := newTransport(t, r.Socket(), evq.Options{Reliable: true, Timeout: time.Minute})
+		r.Silent(true)
+		defer r.Silent(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		n, err := tr.Send(ctx, events(300, 2))
+		if n != 0 || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("n=%d err=%v", n, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("Send returned after %s", d)
+		}
+		r.Silent(false)
+		if n, err := tr.Send(context.Background(), events(400, 3)); n != 3 || err != nil {
+			t.Fatalf("after the cancel: n=%d err=%v", n, err)
+		}
+	})
+}
+
+// TestTransport_MalformedReply: a subscriber that answers with something
+// that is not a JSON-RPC reply fails the send with a clear error, and the
+// next send starts on a new connection.
+func TestTransport_MalformedReply(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			br := bufio.NewReader(c)
+			for {
+				obj, err := stream.ReadObject(br, nil, 1<<20)
+				if err != nil {
+					break
+				}
+				rep, _ := stream.ParseReply(obj)
+				if i == 0 {
+					io.WriteString(c, `["not","an","object"]`)
+				} else {
+					fmt.Fprintf(c, `{"jsonrpc":"2.0","result":"OK","id":%d}`, rep.ID)
+				}
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	tr := newTransport(t, "tcp:"+ln.Addr().String(), evq.Options{Reliable: true, Timeout: 5 * time.Second})
+	n, err := tr.Send(context.Background(), events(1, 2))
+	if n != 0 || err == nil || !strings.Contains(err.Error(), "reply from "+ln.Addr().String()) {
+		t.Fatalf("n=%d err=%v", n, err)
+	}
+	t.Log(err)
+	if n, err := tr.Send(context.Background(), events(1, 2)); n != 2 || err != nil {
+		t.Fatalf("on a new connection: n=%d err=%v", n, err)
+	}
 }
 
 func TestTransport_Reconnect(t *testing.T) {
