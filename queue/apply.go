@@ -209,35 +209,71 @@ func (l *Log) apply() bool {
 }
 
 // applyTx writes batches and cursors into bbolt and moves the last seq on.
+// Each name's events go in blocks of up to blockMax bytes.
 func applyTx(tx *bolt.Tx, batches []*walBatch, cursors map[uint64]uint64) error {
 	events := tx.Bucket(bucketEvents)
-	total := 0
-	for _, b := range batches {
-		total += len(b.enc)
+	type open struct {
+		b    *bolt.Bucket
+		blk  []byte // the block being filled
+		last uint64 // the seq of its last event
+		left int    // bytes the name's blocks still need at most
 	}
-	keys := make([]byte, 8*total) // bbolt keeps keys until the commit: one slab for all
-	buckets := make(map[string]*bolt.Bucket)
-	var added uint64
-	k := 0
+	// Size each name's blocks up front: growing a 256 KiB block by
+	// doubling would copy it several times over.
+	blocks := make(map[string]*open)
 	for _, wb := range batches {
 		for i, enc := range wb.enc {
+			o := blocks[wb.names[i]]
+			if o == nil {
+				o = &open{}
+				blocks[wb.names[i]] = o
+			}
+			o.left += len(enc) + 2*binary.MaxVarintLen64
+		}
+	}
+	put := func(name string, o *open) error {
+		if err := o.b.Put(seqKey(o.last), o.blk); err != nil { // bbolt keeps blk until the commit
+			return fmt.Errorf("append %s: %w", name, err)
+		}
+		o.blk = nil
+		return nil
+	}
+	var added uint64
+	total := 0
+	for _, wb := range batches {
+		total += len(wb.enc)
+		for i, enc := range wb.enc {
 			name := wb.names[i]
-			b := buckets[name]
-			if b == nil {
-				var err error
-				if b, err = events.CreateBucketIfNotExists([]byte(name)); err != nil {
+			o := blocks[name]
+			if o.b == nil {
+				b, err := events.CreateBucketIfNotExists([]byte(name))
+				if err != nil {
 					return fmt.Errorf("append %s: %w", name, err)
 				}
 				b.FillPercent = 1.0 // keys only grow: pack pages full
-				buckets[name] = b
+				o.b = b
 			}
-			key := keys[8*k : 8*k+8 : 8*k+8]
-			binary.BigEndian.PutUint64(key, wb.first+uint64(i))
-			if err := b.Put(key, enc); err != nil {
-				return fmt.Errorf("append %s: %w", name, err)
+			if o.blk != nil && len(o.blk)+len(enc)+2*binary.MaxVarintLen64 > blockMax {
+				if err := put(name, o); err != nil {
+					return err
+				}
 			}
+			prev := o.last
+			if o.blk == nil {
+				o.blk = append(make([]byte, 0, 1+min(o.left, blockMax)), blockVersion)
+				prev = 0
+			}
+			o.left -= len(enc) + 2*binary.MaxVarintLen64
+			o.last = wb.first + uint64(i)
+			o.blk = appendBlockEvent(o.blk, prev, o.last, enc)
 			added += uint64(len(enc))
-			k++
+		}
+	}
+	for name, o := range blocks {
+		if o.blk != nil {
+			if err := put(name, o); err != nil {
+				return err
+			}
 		}
 	}
 	cb := tx.Bucket(bucketCursors)

@@ -133,27 +133,35 @@ func checkTx(tx *bolt.Tx, r *CheckReport) error {
 		var prevSeq, prevOrd uint64
 		var prevTime int64
 		return events.Bucket(name).ForEach(func(k, v []byte) error {
-			r.Events++
-			total += uint64(len(v))
 			if len(k) != 8 {
 				r.addf("%s: key %x is not a seq", name, k)
 				return nil
 			}
-			seq := keySeq(k)
-			if seq > r.LastSeq {
-				r.addf("%s: seq %d is above the last seq %d", name, seq, r.LastSeq)
+			err := eachEvent(k, v, func(seq uint64, enc []byte) (bool, error) {
+				r.Events++
+				total += uint64(len(enc))
+				if seq > r.LastSeq {
+					r.addf("%s: seq %d is above the last seq %d", name, seq, r.LastSeq)
+				}
+				if seq <= prevSeq {
+					r.addf("%s: seq %d follows seq %d", name, seq, prevSeq)
+				}
+				if _, err := decodeEvent(string(name), seq, enc); err != nil {
+					r.addf("%s", err.Error())
+					return true, nil
+				}
+				if ord := ordinalOf(enc); prevSeq != 0 && ord <= prevOrd {
+					r.addf("%s: event %d ordinal %d not above %d", name, seq, ord, prevOrd)
+				}
+				if t := timeOf(enc); t < prevTime {
+					r.addf("%s: event %d raised before event %d", name, seq, prevSeq)
+				}
+				prevSeq, prevOrd, prevTime = seq, ordinalOf(enc), timeOf(enc)
+				return true, nil
+			})
+			if err != nil {
+				r.addf("%s: %s", name, err.Error())
 			}
-			if _, err := decodeEvent(string(name), seq, v); err != nil {
-				r.addf("%s", err.Error())
-				return nil
-			}
-			if ord := ordinalOf(v); prevSeq != 0 && ord <= prevOrd {
-				r.addf("%s: event %d ordinal %d not above %d", name, seq, ord, prevOrd)
-			}
-			if t := timeOf(v); t < prevTime {
-				r.addf("%s: event %d raised before event %d", name, seq, prevSeq)
-			}
-			prevSeq, prevOrd, prevTime = seq, ordinalOf(v), timeOf(v)
 			return nil
 		})
 	})
@@ -245,7 +253,11 @@ func CheckStartup(path string) error {
 				if len(kv[0]) != 8 || keySeq(kv[0]) > last {
 					return fmt.Errorf("%w: %s: key %x beyond the last seq %d", ErrCorrupt, name, kv[0], last)
 				}
-				if _, err := decodeEvent(string(name), keySeq(kv[0]), kv[1]); err != nil {
+				err := eachEvent(kv[0], kv[1], func(seq uint64, enc []byte) (bool, error) {
+					_, err := decodeEvent(string(name), seq, enc)
+					return true, err
+				})
+				if err != nil {
 					return err
 				}
 			}

@@ -269,7 +269,10 @@ func (l *Log) loadTx(tx *bolt.Tx) error {
 	l.lastSeq.Store(u64(meta.Get(keyLastSeq)))
 	l.applied.Store(l.lastSeq.Load())
 	return tx.Bucket(bucketEvents).ForEachBucket(func(name []byte) error {
-		_, v := tx.Bucket(bucketEvents).Bucket(name).Cursor().Last()
+		_, v, err := lastOf(tx.Bucket(bucketEvents).Bucket(name))
+		if err != nil {
+			return fmt.Errorf("open log: %s: %w", name, err)
+		}
 		if v != nil {
 			l.ordinals[string(name)] = ordinalOf(v)
 			if t := timeOf(v); t > l.lastTime {

@@ -53,13 +53,13 @@ func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]e
 		if b == nil {
 			return nil
 		}
-		c := b.Cursor()
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(dst) < max; k, v = c.Next() {
-			if err := decodeInto(mem, next(), name, keySeq(k), v); err != nil {
+		ec := newEventCursor(b)
+		for ok := ec.Seek(after + 1); ok && len(dst) < max; ok = ec.Next() {
+			if err := decodeInto(mem, next(), name, ec.Seq, ec.Enc); err != nil {
 				return err
 			}
 		}
-		return nil
+		return ec.Err
 	})
 	if err == nil && len(dst) < max {
 		from := after
@@ -110,36 +110,65 @@ func (l *Log) SeqBefore(name string, t time.Time) (uint64, error) {
 		if b == nil {
 			return nil
 		}
-		// Raise times never decrease with seq: bisect on the seq space.
-		c := b.Cursor()
-		first, _ := c.First()
-		last, _ := c.Last()
-		if first == nil {
-			return nil
+		// Raise times never decrease with seq: bisect on the seq space for
+		// the first event raised at or after t.
+		ec := newEventCursor(b)
+		if !ec.First() {
+			return ec.Err
 		}
-		lo, hi := keySeq(first), keySeq(last)+1 // find the first seq with time >= t
+		lo := ec.Seq
+		last, _, err := lastOf(b)
+		if err != nil {
+			return err
+		}
+		hi := last + 1
 		want := t.UnixNano()
 		for lo < hi {
 			mid := lo + (hi-lo)/2
-			k, v := c.Seek(seqKey(mid))
-			if k == nil || timeOf(v) >= want {
+			if !ec.Seek(mid) {
+				if ec.Err != nil {
+					return ec.Err
+				}
+				hi = mid
+			} else if timeOf(ec.Enc) >= want {
 				hi = mid
 			} else {
-				lo = keySeq(k) + 1
+				lo = ec.Seq + 1
 			}
 		}
-		k, _ := c.Seek(seqKey(lo))
-		if k == nil {
-			k, _ = c.Last()
-		} else {
-			k, _ = c.Prev()
-		}
-		if k != nil {
-			seq = keySeq(k)
-		}
-		return nil
+		seq, err = lastBefore(b, lo)
+		return err
 	})
 	return seq, err
+}
+
+// lastBefore returns the seq of the last event in b below seq, or 0.
+func lastBefore(b *bolt.Bucket, seq uint64) (uint64, error) {
+	c := b.Cursor()
+	k, v := c.Seek(seqKey(seq)) // the value holding seq, or the first after it
+	var found uint64
+	if k != nil {
+		err := eachEvent(k, v, func(s uint64, _ []byte) (bool, error) {
+			if s < seq {
+				found = s
+			}
+			return s < seq, nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		if found != 0 {
+			return found, nil
+		}
+		k, v = c.Prev()
+	} else {
+		k, v = c.Last()
+	}
+	if k == nil {
+		return 0, nil
+	}
+	found, _, err := lastEvent(k, v)
+	return found, err
 }
 
 // NameStats describes the stored events of one name.
@@ -157,13 +186,17 @@ func (l *Log) Names() ([]NameStats, error) {
 	err := l.db.View(func(tx *bolt.Tx) error {
 		events := tx.Bucket(bucketEvents)
 		return events.ForEachBucket(func(name []byte) error {
-			c := events.Bucket(name).Cursor()
-			fk, fv := c.First()
-			lk, lv := c.Last()
+			b := events.Bucket(name)
 			ns := NameStats{Name: string(name)}
-			if fk != nil {
-				ns.FirstSeq, ns.LastSeq = keySeq(fk), keySeq(lk)
-				ns.Count = ordinalOf(lv) - ordinalOf(fv) + 1
+			if ec := newEventCursor(b); ec.First() {
+				last, lv, err := lastOf(b)
+				if err != nil {
+					return err
+				}
+				ns.FirstSeq, ns.LastSeq = ec.Seq, last
+				ns.Count = ordinalOf(lv) - ordinalOf(ec.Enc) + 1
+			} else if ec.Err != nil {
+				return ec.Err
 			}
 			out = append(out, ns)
 			return nil
@@ -186,12 +219,17 @@ func (l *Log) Lag(name string, cursor uint64) (uint64, error) {
 		if b == nil {
 			return nil
 		}
-		c := b.Cursor()
-		if _, v := c.Last(); v != nil {
-			last = append(last[:0], v...)
+		_, lv, err := lastOf(b)
+		if err != nil {
+			return err
 		}
-		if _, v := c.Seek(seqKey(cursor + 1)); v != nil {
-			first = append(first[:0], v...)
+		if lv != nil {
+			last = append(last[:0], lv...)
+		}
+		if ec := newEventCursor(b); ec.Seek(cursor + 1) {
+			first = append(first[:0], ec.Enc...)
+		} else if ec.Err != nil {
+			return ec.Err
 		}
 		return nil
 	})

@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"bytes"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -102,19 +104,16 @@ func (l *Log) Retain() (RetainResult, error) {
 			var freed int64
 			over := func() bool { return l.opts.MaxBytes > 0 && stored-freed > l.opts.MaxBytes }
 
-			// Cursors on every name's oldest event; delete from the fronts in
-			// global seq order, oldest first.
-			type front struct {
-				name string
-				c    *bolt.Cursor
-				k, v []byte
-			}
+			// Every name's oldest event; delete from the fronts in global seq
+			// order, oldest first.
 			var fronts []*front
 			err := events.ForEachBucket(func(name []byte) error {
-				c := events.Bucket(name).Cursor()
-				k, v := c.First()
-				if k != nil {
-					fronts = append(fronts, &front{string(name), c, k, v})
+				f := &front{name: string(name), b: events.Bucket(name)}
+				if err := f.load(0); err != nil {
+					return err
+				}
+				if f.k != nil {
+					fronts = append(fronts, f)
 				}
 				return nil
 			})
@@ -124,29 +123,35 @@ func (l *Log) Retain() (RetainResult, error) {
 			for n < retainChunk && len(fronts) > 0 {
 				oi := 0
 				for i, f := range fronts {
-					if keySeq(f.k) < keySeq(fronts[oi].k) {
+					if f.seq < fronts[oi].seq {
 						oi = i
 					}
 				}
 				f := fronts[oi]
-				seq := keySeq(f.k)
-				del, unacked := drop(f.name, seq, timeOf(f.v), over())
+				del, unacked := drop(f.name, f.seq, timeOf(f.enc), over())
 				if !del {
 					// This name's front stays; other names may still go.
+					if err := f.settle(); err != nil {
+						return err
+					}
 					fronts = append(fronts[:oi], fronts[oi+1:]...)
 					continue
 				}
 				if unacked {
-					countDrop(f.name, seq)
+					countDrop(f.name, f.seq)
 				}
-				freed += int64(len(f.v))
-				if err := f.c.Delete(); err != nil {
+				freed += int64(len(f.enc))
+				n++
+				if err := f.drop(); err != nil {
 					return err
 				}
-				n++
-				f.k, f.v = f.c.Seek(seqKey(seq + 1))
 				if f.k == nil {
 					fronts = append(fronts[:oi], fronts[oi+1:]...)
+				}
+			}
+			for _, f := range fronts {
+				if err := f.settle(); err != nil {
+					return err
 				}
 			}
 			if n == 0 {
@@ -168,4 +173,78 @@ func (l *Log) Retain() (RetainResult, error) {
 			"subscription", id, "events", n, "max_age", l.opts.MaxAge, "max_bytes", l.opts.MaxBytes)
 	}
 	return res, nil
+}
+
+// front is the oldest remaining event of one name during a retention pass.
+// Events are dropped from the front of a stored block one at a time; the
+// block is deleted once all its events are gone, or written back with the
+// ones that remain (settle).
+type front struct {
+	name    string
+	b       *bolt.Bucket
+	k       []byte    // the key of the block holding the front event; nil when none is left
+	it      blockIter // the events after the front one in that block
+	seq     uint64    // the front event
+	enc     []byte
+	dropped int // events dropped from the front of the block
+}
+
+// load moves to the first event of the first block keyed above after.
+func (f *front) load(after uint64) error {
+	k, v := f.b.Cursor().Seek(seqKey(after + 1))
+	f.k, f.dropped = nil, 0
+	if k == nil {
+		return nil
+	}
+	f.k, f.it = bytes.Clone(k), newBlockIter(k, v)
+	return f.next()
+}
+
+// next moves to the next event of the block; past its end it deletes the
+// block (all its events were dropped) and loads the next one.
+func (f *front) next() error {
+	seq, enc, ok, err := f.it.next()
+	if err != nil {
+		return err
+	}
+	if ok {
+		f.seq, f.enc = seq, enc
+		return nil
+	}
+	if f.dropped == 0 {
+		return fmt.Errorf("%w: %s: block %d holds no event", ErrCorrupt, f.name, keySeq(f.k))
+	}
+	if err := f.b.Delete(f.k); err != nil {
+		return err
+	}
+	return f.load(keySeq(f.k))
+}
+
+// drop drops the front event.
+func (f *front) drop() error {
+	f.dropped++
+	return f.next()
+}
+
+// settle writes the front event's block back without the events dropped
+// from it.
+func (f *front) settle() error {
+	if f.k == nil || f.dropped == 0 {
+		return nil
+	}
+	blk := appendBlockEvent([]byte{blockVersion}, 0, f.seq, f.enc)
+	prev := f.seq
+	for {
+		seq, enc, ok, err := f.it.next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		blk = appendBlockEvent(blk, prev, seq, enc)
+		prev = seq
+	}
+	f.dropped = 0
+	return f.b.Put(f.k, blk)
 }
