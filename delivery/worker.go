@@ -42,6 +42,7 @@ type worker struct {
 // batch is one read from the log.
 type batch struct {
 	after  uint64          // the cursor it was read after
+	size   int             // how many events were asked for
 	notify <-chan struct{} // closed by the next append after the read began
 	buf    []evq.Event
 	ptrs   []*evq.Event
@@ -151,7 +152,9 @@ func (w *worker) run() {
 			}
 			continue
 		}
-		if w.bigReads {
+		if w.bigReads && len(b.ptrs) == b.size {
+			// A full read: more is likely waiting. (A short one means the
+			// worker has caught up, and a read ahead would find nothing.)
 			next = w.prefetch(b.ptrs[len(b.ptrs)-1].Seq)
 		}
 		w.deliver(b.ptrs, w.advance, w.park)
@@ -193,7 +196,7 @@ func (w *worker) readSize() int {
 
 // read reads the batch after the given cursor into b's memory.
 func (w *worker) read(b *batch, after uint64, n int) *batch {
-	b.after = after
+	b.after, b.size = after, n
 	b.notify = w.e.log.Notify()
 	b.buf, b.err = w.e.log.ReadInto(b.buf, w.sub.Event, after, n)
 	b.ptrs = b.ptrs[:0]

@@ -8,9 +8,15 @@ import (
 )
 
 // Events are stored in blocks: the applier writes each name's events of one
-// round as one bbolt value, up to blockMax bytes, under the seq of the
+// round as bbolt values of up to blockMax bytes, under the seq of each
 // block's last event. One Put and one key per block rather than per event is
 // what keeps the applier's CPU per event low.
+//
+// Why 16 KiB and not more: a bbolt leaf holds at least two values, so values
+// larger than a page sit two to four to a leaf, and each transaction rewrites
+// the last leaf, older blocks included, reading them back through the mmap.
+// With 256 KiB blocks that cost up to 768 KiB per round and, over a 10M-event
+// backlog, 178 MB of file-backed RSS; with 16 KiB, 21 MB.
 //
 // Block layout:
 //
@@ -23,7 +29,7 @@ import (
 // block of one.
 const (
 	blockVersion = 2
-	blockMax     = 256 << 10
+	blockMax     = 16 << 10
 )
 
 // appendBlockEvent appends an event to block b (started with blockVersion),

@@ -25,8 +25,8 @@
 //     cut short by the crash was never acknowledged.
 //
 // Layout: bucket "events" holds one child bucket per event name, whose
-// values are blocks of that name's events (up to 256 KiB, one per applier
-// round) keyed by the big-endian seq of the block's last event (block.go); a
+// values are blocks of that name's events (up to 16 KiB, written by the
+// applier) keyed by the big-endian seq of the block's last event (block.go); a
 // value that is a single encoded event, as older stores hold, reads as a
 // block of one. "subs" holds subscription records; "cursors" one 8-byte seq
 // per subscription; "dlq" one child bucket per subscription; "meta" the
