@@ -69,7 +69,7 @@ func (r *AckReceiver) serve(c net.Conn) {
 			return
 		}
 		buf = obj
-		id, hasID := trailingID(obj)
+		id, hasID := requestID(obj)
 		if !hasID {
 			req, err := stream.ParseReply(obj)
 			if err != nil {
@@ -106,10 +106,33 @@ func (r *AckReceiver) Close() {
 	r.wg.Wait()
 }
 
-// trailingID reads the id of a request that ends with "id":N}, as evq and
-// OpenSIPS write them, without scanning the params: the member just before
-// the object's closing brace is a top-level one. Anything else is left to
-// stream.ParseReply.
+// requestID reads the id of a request that starts with {"id":N, as evq and
+// OpenSIPS write them, or ends with "id":N}, without scanning the params:
+// the first member after the opening brace, or the last before the closing
+// one, is a top-level member. Anything else is left to stream.ParseReply.
+func requestID(obj []byte) (uint64, bool) {
+	if id, ok := leadingID(obj); ok {
+		return id, true
+	}
+	return trailingID(obj)
+}
+
+func leadingID(obj []byte) (uint64, bool) {
+	const prefix = `{"id":`
+	if !bytes.HasPrefix(obj, []byte(prefix)) {
+		return 0, false
+	}
+	i := len(prefix)
+	for i < len(obj) && obj[i] >= '0' && obj[i] <= '9' {
+		i++
+	}
+	if i == len(prefix) || i-len(prefix) > 20 || i >= len(obj) || obj[i] != ',' && obj[i] != '}' {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(string(obj[len(prefix):i]), 10, 64)
+	return id, err == nil
+}
+
 func trailingID(obj []byte) (uint64, bool) {
 	end := len(obj) - 1
 	if end < 0 || obj[end] != '}' {
