@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -150,6 +151,39 @@ func FuzzMessage(f *testing.F) {
 		}
 		if strings.Contains(string(b), "\\u003c") {
 			t.Fatal("escaped <")
+		}
+	})
+}
+
+// FuzzAppendString checks the eight-bytes-at-a-time scan against escaping
+// byte by byte, for any bytes, valid UTF-8 or not.
+func FuzzAppendString(f *testing.F) {
+	f.Add("plain ascii text, long enough for several words")
+	f.Add("v\"\\\n\t\r\x01\x1f</>&\x7f\x80\xff héllo")
+	f.Add("12345678\"2345678\\234567\x00")
+	f.Fuzz(func(t *testing.T, s string) {
+		want := []byte{'"'}
+		for i := 0; i < len(s); i++ {
+			switch c := s[i]; {
+			case c == '"':
+				want = append(want, '\\', '"')
+			case c == '\\':
+				want = append(want, '\\', '\\')
+			case c == '\n':
+				want = append(want, '\\', 'n')
+			case c == '\t':
+				want = append(want, '\\', 't')
+			case c == '\r':
+				want = append(want, '\\', 'r')
+			case c < 0x20:
+				want = append(want, fmt.Sprintf("\\u%04x", c)...)
+			default:
+				want = append(want, c)
+			}
+		}
+		want = append(want, '"')
+		if got := AppendString(nil, s); !bytes.Equal(got, want) {
+			t.Fatalf("AppendString(%q) = %s, want %s", s, got, want)
 		}
 	})
 }
