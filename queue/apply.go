@@ -218,8 +218,8 @@ func applyTx(tx *bolt.Tx, batches []*walBatch, cursors map[uint64]uint64) error 
 		last uint64 // the seq of its last event
 		left int    // bytes the name's blocks still need at most
 	}
-	// Size each name's blocks up front: growing a 256 KiB block by
-	// doubling would copy it several times over.
+	// Size each name's blocks up front, so that filling one never copies
+	// it to a larger array.
 	blocks := make(map[string]*open)
 	for _, wb := range batches {
 		for i, enc := range wb.enc {
