@@ -39,7 +39,7 @@ type Transport struct {
 	conn    net.Conn
 	br      *bufio.Reader // reliable mode: the replies
 	obj     []byte        // reliable mode: the last reply read, memory reused
-	gone    chan error    // fire-and-forget mode: the reader's error, once the peer hung up
+	gone    chan struct{} // fire-and-forget mode: closed once the peer hung up
 	readers sync.WaitGroup
 	buf     []byte
 	pending map[uint64]int // seq -> index in the current batch
@@ -76,21 +76,18 @@ func (t *Transport) connect(ctx context.Context) error {
 		t.br = bufio.NewReaderSize(conn, 64<<10)
 		return nil
 	}
-	t.gone = make(chan error, 1)
+	t.gone = make(chan struct{})
 	t.readers.Add(1)
 	go t.drain(conn, t.gone)
 	return nil
 }
 
 // drain reads and drops whatever a fire-and-forget peer sends until the
-// connection fails, and then reports why.
-func (t *Transport) drain(conn net.Conn, gone chan<- error) {
+// connection fails, then closes gone.
+func (t *Transport) drain(conn net.Conn, gone chan<- struct{}) {
 	defer t.readers.Done()
-	_, err := io.Copy(io.Discard, conn)
-	if err == nil {
-		err = io.EOF
-	}
-	gone <- err
+	defer close(gone)
+	io.Copy(io.Discard, conn)
 }
 
 func (t *Transport) drop() {
