@@ -43,7 +43,9 @@ func appendBlockEvent(b []byte, prev, seq uint64, enc []byte) []byte {
 // blockIter walks the events of one stored value in seq order.
 type blockIter struct {
 	key  uint64 // the value's key: the seq of its last event
+	v    []byte // the value
 	rest []byte // what is left to read; nil when done
+	off  int    // where in v the event last returned starts
 	prev uint64
 	one  bool // the value is a single event
 }
@@ -52,7 +54,7 @@ func newBlockIter(k, v []byte) blockIter {
 	if len(k) != 8 {
 		return blockIter{one: true} // past the end, or a damaged key: no events
 	}
-	it := blockIter{key: keySeq(k), rest: v}
+	it := blockIter{key: keySeq(k), v: v, rest: v}
 	if len(v) > 0 && v[0] == blockVersion {
 		it.rest = v[1:]
 	} else {
@@ -67,7 +69,7 @@ func (it *blockIter) next() (seq uint64, enc []byte, ok bool, err error) {
 		if it.rest == nil {
 			return 0, nil, false, nil
 		}
-		enc, it.rest = it.rest, nil
+		enc, it.rest, it.off = it.rest, nil, 0
 		return it.key, enc, true, nil
 	}
 	if len(it.rest) == 0 {
@@ -82,6 +84,7 @@ func (it *blockIter) next() (seq uint64, enc []byte, ok bool, err error) {
 		return 0, nil, false, fmt.Errorf("%w: block %d: event cut short", ErrCorrupt, it.key)
 	}
 	seq = it.prev + d
+	it.off = len(it.v) - len(it.rest) + n + m
 	enc = it.rest[n+m : n+m+int(l)]
 	it.rest = it.rest[n+m+int(l):]
 	if seq > it.key || len(it.rest) == 0 && seq != it.key {
@@ -92,13 +95,18 @@ func (it *blockIter) next() (seq uint64, enc []byte, ok bool, err error) {
 }
 
 // eventCursor walks a name's stored events in seq order across its values.
+// Enc is Val[Off:Off+len(Enc)]; Vals counts the values moved to, so that a
+// reader can tell when Val changes.
 type eventCursor struct {
-	c   *bolt.Cursor
-	it  blockIter
-	k   []byte // the current value's key, nil past the end
-	Seq uint64
-	Enc []byte
-	Err error
+	c    *bolt.Cursor
+	it   blockIter
+	k    []byte // the current value's key, nil past the end
+	Seq  uint64
+	Enc  []byte
+	Val  []byte
+	Off  int
+	Vals int
+	Err  error
 }
 
 func newEventCursor(b *bolt.Bucket) *eventCursor { return &eventCursor{c: b.Cursor()} }
@@ -108,6 +116,7 @@ func newEventCursor(b *bolt.Bucket) *eventCursor { return &eventCursor{c: b.Curs
 func (ec *eventCursor) Seek(seq uint64) bool {
 	k, v := ec.c.Seek(seqKey(seq))
 	ec.k, ec.it = k, newBlockIter(k, v)
+	ec.Vals++
 	for ec.step() {
 		if ec.Seq >= seq {
 			return true
@@ -120,6 +129,7 @@ func (ec *eventCursor) Seek(seq uint64) bool {
 func (ec *eventCursor) First() bool {
 	k, v := ec.c.First()
 	ec.k, ec.it = k, newBlockIter(k, v)
+	ec.Vals++
 	return ec.step()
 }
 
@@ -136,11 +146,12 @@ func (ec *eventCursor) step() bool {
 			return false
 		}
 		if ok {
-			ec.Seq, ec.Enc = seq, enc
+			ec.Seq, ec.Enc, ec.Val, ec.Off = seq, enc, ec.it.v, ec.it.off
 			return true
 		}
 		k, v := ec.c.Next()
 		ec.k, ec.it = k, newBlockIter(k, v)
+		ec.Vals++
 	}
 	return false
 }

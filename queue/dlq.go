@@ -22,7 +22,7 @@ func encodeDeadLetter(d *evq.DeadLetter) []byte {
 }
 
 func decodeDeadLetter(seq uint64, v []byte) (*evq.DeadLetter, error) {
-	d := newDecoder(v)
+	d := decoder{b: v, str: string(v)} // one copy for the letter and its event
 	dl := &evq.DeadLetter{Attempts: int(d.uvarint())}
 	dl.Time = time.Unix(0, d.varint()).UTC()
 	dl.Error = d.string()
@@ -30,11 +30,10 @@ func decodeDeadLetter(seq uint64, v []byte) (*evq.DeadLetter, error) {
 	if d.err != nil {
 		return nil, fmt.Errorf("dead letter %d: %w", seq, d.err)
 	}
-	ev, err := decodeEvent(name, seq, d.b)
-	if err != nil {
+	dl.Event = new(evq.Event)
+	if err := decodeInto(nil, dl.Event, name, seq, d.b, d.str[len(d.str)-len(d.b):]); err != nil {
 		return nil, fmt.Errorf("dead letter: %w", err)
 	}
-	dl.Event = ev
 	return dl, nil
 }
 

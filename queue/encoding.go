@@ -111,66 +111,39 @@ func timeOf(enc []byte) int64 {
 	return int64(binary.BigEndian.Uint64(enc[offTime:]))
 }
 
-// decoder reads an encoded record. Strings are cut from str, one copy of
-// the whole record, so that decoding an event allocates once for all its
-// strings rather than once per name and value.
+// decoder reads an encoded record. Strings are cut from str, which holds
+// the same bytes as b and never changes, so that decoding an event allocates
+// nothing for its strings.
 type decoder struct {
 	b   []byte
-	str string // copy of the record; b is a suffix of it
+	str string // the record's bytes as a string; b is a suffix of it
 	err error
 }
 
-func newDecoder(b []byte) decoder { return decoder{b: b, str: string(b)} }
+// frozen returns b's bytes as a string without copying them. The caller
+// promises that b is never written again.
+func frozen(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
-// slab holds the memory of a batch of decoded events in a few large
-// allocations (events, params, and the bytes their strings point into)
-// instead of three per event: a replay scan is bound by the garbage
-// collector otherwise. A decoded event keeps its whole chunk alive.
-type slab struct {
-	hint   int // at most this many events expected
-	size   int // events the current chunks are sized for: 16, doubling up to hint
-	events []evq.Event
-	params []evq.Param
-	bytes  []byte
+// params hands out the params arrays of a batch of decoded events from a few
+// large allocations rather than one per event: a replay scan is bound by the
+// garbage collector otherwise.
+type params struct {
+	hint int // at most this many events expected
+	size int // events the current chunk is sized for: 16, doubling up to hint
+	buf  []evq.Param
 }
 
-// grow sizes the next chunks: small for a short read, doubling while a
+// slice returns an array of n params. Chunks start small and double while a
 // read goes on, so that reading a few events does not allocate for a
 // thousand.
-func (s *slab) grow() int {
-	s.size = min(max(2*s.size, 16), max(s.hint, 16))
-	return s.size
-}
-
-func (s *slab) event() *evq.Event {
-	if len(s.events) == cap(s.events) {
-		s.events = make([]evq.Event, 0, s.grow())
+func (ps *params) slice(n int) []evq.Param {
+	if cap(ps.buf)-len(ps.buf) < n {
+		ps.size = min(max(2*ps.size, 16), max(ps.hint, 16))
+		ps.buf = make([]evq.Param, 0, max(12*ps.size, n))
 	}
-	s.events = s.events[:len(s.events)+1]
-	return &s.events[len(s.events)-1]
-}
-
-func (s *slab) paramSlice(n int) []evq.Param {
-	if cap(s.params)-len(s.params) < n {
-		s.params = make([]evq.Param, 0, max(12*s.size, n))
-	}
-	p := s.params[len(s.params) : len(s.params)+n : len(s.params)+n]
-	s.params = s.params[:len(s.params)+n]
+	p := ps.buf[len(ps.buf) : len(ps.buf)+n : len(ps.buf)+n]
+	ps.buf = ps.buf[:len(ps.buf)+n]
 	return p
-}
-
-// copyString copies b into the slab and returns it as a string. The bytes
-// are never written again, so the string stays immutable.
-func (s *slab) copyString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	if cap(s.bytes)-len(s.bytes) < len(b) {
-		s.bytes = make([]byte, 0, max(256*s.size, len(b)))
-	}
-	off := len(s.bytes)
-	s.bytes = append(s.bytes, b...)
-	return unsafe.String(&s.bytes[off], len(b))
 }
 
 func (d *decoder) uvarint() uint64 {
@@ -230,35 +203,24 @@ func (d *decoder) string() string {
 // decodeEvent decodes an encoded event of the given name and seq. It copies
 // everything it keeps, so enc may be bbolt memory.
 func decodeEvent(name string, seq uint64, enc []byte) (*evq.Event, error) {
-	return decodeEventIn(nil, name, seq, enc)
-}
-
-// decodeEventIn decodes like decodeEvent, into s's memory if s is not nil.
-func decodeEventIn(s *slab, name string, seq uint64, enc []byte) (*evq.Event, error) {
-	var ev *evq.Event
-	if s != nil {
-		ev = s.event()
-	} else {
-		ev = new(evq.Event)
-	}
-	if err := decodeInto(s, ev, name, seq, enc); err != nil {
+	ev := new(evq.Event)
+	if err := decodeInto(nil, ev, name, seq, enc, string(enc)); err != nil {
 		return nil, err
 	}
 	return ev, nil
 }
 
-// decodeInto decodes into *ev, reusing ev.Params' array when it is large
-// enough, and taking other memory from s if s is not nil.
-func decodeInto(s *slab, ev *evq.Event, name string, seq uint64, enc []byte) error {
+// decodeInto decodes enc into *ev, reusing ev.Params' array when it is large
+// enough and taking one from ps (if not nil) otherwise. str must hold enc's
+// bytes and never change: the event's strings are cut from it, not copied.
+func decodeInto(ps *params, ev *evq.Event, name string, seq uint64, enc []byte, str string) error {
 	if len(enc) < headerLen || enc[0] != formatVersion {
 		return fmt.Errorf("%w: event %d of %s: bad header", ErrCorrupt, seq, name)
 	}
-	var d decoder
-	if s != nil {
-		d = decoder{b: enc, str: s.copyString(enc)}
-	} else {
-		d = newDecoder(enc)
+	if len(str) != len(enc) {
+		panic("queue: decodeInto: str does not hold enc")
 	}
+	d := decoder{b: enc, str: str}
 	*ev = evq.Event{Seq: seq, Name: name, Time: time.Unix(0, timeOf(enc)).UTC(), Named: enc[17]&1 != 0, Params: ev.Params[:0]}
 	d.b = d.b[headerLen:]
 	n := d.uvarint()
@@ -271,8 +233,8 @@ func decodeInto(s *slab, ev *evq.Event, name string, seq uint64, enc []byte) err
 	case uint64(cap(ev.Params)) >= n:
 		ev.Params = ev.Params[:n]
 		clear(ev.Params)
-	case s != nil:
-		ev.Params = s.paramSlice(int(n))
+	case ps != nil:
+		ev.Params = ps.slice(int(n))
 	default:
 		ev.Params = make([]evq.Param, n)
 	}

@@ -44,11 +44,13 @@ func FuzzEventEncoding(f *testing.F) {
 	})
 }
 
-// Events decoded into a slab equal those decoded alone, and stay intact
-// while the slab grows new chunks under them.
-func TestSlabDecode(t *testing.T) {
-	mem := &slab{hint: 1000}
+// Events whose params come from one arena and whose strings are cut from
+// one copy of their records equal those decoded alone, and stay intact while
+// the arena grows new chunks under them.
+func TestDecodeIntoSharedMemory(t *testing.T) {
+	ps := &params{hint: 1000}
 	var encs [][]byte
+	var all []byte
 	var got []*evq.Event
 	for i := 0; i < 1000; i++ {
 		ev := &evq.Event{Name: "E", Named: true, Params: []evq.Param{
@@ -58,12 +60,18 @@ func TestSlabDecode(t *testing.T) {
 		}
 		enc := encodeEvent(nil, ev)
 		encs = append(encs, enc)
-		d, err := decodeEventIn(mem, "E", uint64(i+1), enc)
-		if err != nil {
+		all = append(all, enc...)
+	}
+	str, off := string(all), 0
+	for i, enc := range encs {
+		d := new(evq.Event)
+		if err := decodeInto(ps, d, "E", uint64(i+1), enc, str[off:off+len(enc)]); err != nil {
 			t.Fatal(err)
 		}
+		off += len(enc)
 		got = append(got, d)
 	}
+	clear(all)
 	for i, enc := range encs {
 		want, err := decodeEvent("E", uint64(i+1), enc)
 		if err != nil {
@@ -78,7 +86,8 @@ func TestSlabDecode(t *testing.T) {
 			}
 		}
 	}
-	if _, err := decodeEventIn(mem, "E", 1, encs[3][:len(encs[3])/2]); err == nil {
+	torn := encs[3][:len(encs[3])/2]
+	if err := decodeInto(ps, new(evq.Event), "E", 1, torn, string(torn)); err == nil {
 		t.Fatal("a torn record decoded")
 	}
 }

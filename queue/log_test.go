@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -372,4 +373,75 @@ func TestLog_ReadIntoReuse(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The strings of events read from the unapplied tail (which share memory
+// with the raisers' encodings) and from bbolt (which share one copy per
+// stored block) stay as they were while the log goes on: more raises, the
+// applier writing the tail into bbolt, and reads into the same memory.
+func TestRead_EventsStayIntact(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	ctx := context.Background()
+	raise := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			if err := l.Append(ctx, evqtest.CDR(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	raise(0, 50)
+	fromTail, err := l.Read(evqtest.CDR(0).Name, 0, 50) // before the applier's next round
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dump(fromTail...)
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var buf []evq.Event
+	buf, err = l.ReadInto(buf, evqtest.CDR(0).Name, 10, 30) // from bbolt, starting mid-block
+	if err != nil || len(buf) != 30 || buf[0].Seq != 11 {
+		t.Fatalf("read %d events from %d: %v", len(buf), buf[0].Seq, err)
+	}
+	fromBolt := make([]evq.Event, len(buf))
+	for i, e := range buf {
+		e.Params = slices.Clone(e.Params) // ReadInto reuses the arrays, not the strings
+		fromBolt[i] = e
+	}
+	wantBolt := dumpValues(fromBolt)
+	if g, w := dumpValues(fromBolt), dump(fromTail[10:40]...); g != w {
+		t.Fatalf("bbolt read %s\ntail read %s", g, w)
+	}
+	for round := 0; round < 3; round++ {
+		raise(50+50*round, 50)
+		buf, err = l.ReadInto(buf, evqtest.CDR(0).Name, uint64(40+50*round), 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := dump(fromTail...); got != want {
+		t.Fatalf("tail events changed:\n%s\nwas\n%s", got, want)
+	}
+	if got := dumpValues(fromBolt); got != wantBolt {
+		t.Fatalf("bbolt events changed:\n%s\nwas\n%s", got, wantBolt)
+	}
+}
+
+func dump(evs ...*evq.Event) string {
+	var b []byte
+	for _, e := range evs {
+		b = fmt.Appendf(b, "%d %d %s %v %v\n", e.Seq, e.Time.UnixNano(), e.Name, e.Named, e.Params)
+	}
+	return string(b)
+}
+
+func dumpValues(evs []evq.Event) string {
+	ptrs := make([]*evq.Event, len(evs))
+	for i := range evs {
+		ptrs[i] = &evs[i]
+	}
+	return dump(ptrs...)
 }

@@ -26,18 +26,20 @@ func (l *Log) Read(name string, after uint64, max int) ([]*evq.Event, error) {
 
 // ReadInto reads like Read into dst's memory, which it reuses: the events
 // and their params' arrays, so that a reader that keeps reading (a delivery
-// worker, a replay) allocates little more than the bytes of the strings.
+// worker, a replay) allocates little more than a copy of the stored bytes.
 // It returns dst refilled; what dst held before is overwritten.
 //
 // Events come from bbolt, then from the tail the applier has not written
 // yet. The tail is taken first: whatever leaves it meanwhile is in bbolt by
-// the time the read transaction starts.
+// the time the read transaction starts. The events' strings point into one
+// copy of each bbolt value read (from the first event taken on), and for
+// tail events into their encodings, which nothing writes once committed.
 func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]evq.Event, error) {
 	dst = dst[:0]
 	l.mu.Lock()
 	tail := l.tail
 	l.mu.Unlock()
-	mem := &slab{hint: min(max, 1024)}
+	ps := &params{hint: min(max, 1024)}
 	next := func() *evq.Event {
 		if len(dst) < cap(dst) {
 			dst = dst[:len(dst)+1]
@@ -54,8 +56,14 @@ func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]e
 			return nil
 		}
 		ec := newEventCursor(b)
+		var val string // a copy of ec.Val[base:]
+		vals, base := -1, 0
 		for ok := ec.Seek(after + 1); ok && len(dst) < max; ok = ec.Next() {
-			if err := decodeInto(mem, next(), name, ec.Seq, ec.Enc); err != nil {
+			if ec.Vals != vals {
+				vals, base, val = ec.Vals, ec.Off, string(ec.Val[ec.Off:])
+			}
+			str := val[ec.Off-base : ec.Off-base+len(ec.Enc)]
+			if err := decodeInto(ps, next(), name, ec.Seq, ec.Enc, str); err != nil {
 				return err
 			}
 		}
@@ -67,7 +75,7 @@ func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]e
 			from = applied
 		}
 		err = scanTail(tail, name, from, func(seq uint64, enc []byte) (bool, error) {
-			if err := decodeInto(mem, next(), name, seq, enc); err != nil {
+			if err := decodeInto(ps, next(), name, seq, enc, frozen(enc)); err != nil {
 				return false, err
 			}
 			return len(dst) < max, nil
