@@ -37,7 +37,7 @@ func (l *Log) recoverWAL() error {
 			size += batches[n].bytes
 			n++
 		}
-		if err := l.db.Update(func(tx *bolt.Tx) error { return applyTx(tx, batches[:n], nil) }); err != nil {
+		if err := l.db.Update(func(tx *bolt.Tx) error { return applyTx(tx, batches[:n], nil, &l.blocks) }); err != nil {
 			err = classify(err)
 			if !errors.Is(err, ErrStorageFull) {
 				return fmt.Errorf("open log: replay the WAL: %w", err)
@@ -166,7 +166,7 @@ func (l *Log) apply() bool {
 	}
 
 	start := time.Now()
-	err := l.db.Update(func(tx *bolt.Tx) error { return applyTx(tx, batches, cursors) })
+	err := l.db.Update(func(tx *bolt.Tx) error { return applyTx(tx, batches, cursors, &l.blocks) })
 	l.mu.Lock()
 	l.lastApply = time.Now()
 	if err != nil {
@@ -208,9 +208,36 @@ func (l *Log) apply() bool {
 	return err == nil
 }
 
+// blockArena is the memory the applier builds blocks in. bbolt keeps a
+// Put's value until the transaction ends and copies it into its pages on
+// commit, so the memory is free again once Update returns: one array,
+// reused from round to round, instead of allocating every round's blocks
+// anew for the garbage collector.
+type blockArena struct{ buf []byte }
+
+// reset empties the arena, making room for at least n bytes.
+func (a *blockArena) reset(n int) {
+	if cap(a.buf) < n {
+		a.buf = make([]byte, 0, n)
+	}
+	a.buf = a.buf[:0]
+}
+
+// take returns an empty block with room for n bytes, from the arena while it
+// has room (a block cannot grow into its neighbour's bytes: its capacity is
+// n), or else from the heap.
+func (a *blockArena) take(n int) []byte {
+	if cap(a.buf)-len(a.buf) < n {
+		return make([]byte, 0, n)
+	}
+	b := a.buf[len(a.buf) : len(a.buf) : len(a.buf)+n]
+	a.buf = a.buf[:len(a.buf)+n]
+	return b
+}
+
 // applyTx writes batches and cursors into bbolt and moves the last seq on.
-// Each name's events go in blocks of up to blockMax bytes.
-func applyTx(tx *bolt.Tx, batches []*walBatch, cursors map[uint64]uint64) error {
+// Each name's events go in blocks of up to blockMax bytes, built in mem.
+func applyTx(tx *bolt.Tx, batches []*walBatch, cursors map[uint64]uint64, mem *blockArena) error {
 	events := tx.Bucket(bucketEvents)
 	type open struct {
 		b    *bolt.Bucket
@@ -221,6 +248,7 @@ func applyTx(tx *bolt.Tx, batches []*walBatch, cursors map[uint64]uint64) error 
 	// Size each name's blocks up front, so that filling one never copies
 	// it to a larger array.
 	blocks := make(map[string]*open)
+	need := 0
 	for _, wb := range batches {
 		for i, enc := range wb.enc {
 			o := blocks[wb.names[i]]
@@ -229,8 +257,13 @@ func applyTx(tx *bolt.Tx, batches []*walBatch, cursors map[uint64]uint64) error 
 				blocks[wb.names[i]] = o
 			}
 			o.left += len(enc) + 2*binary.MaxVarintLen64
+			need += len(enc) + 2*binary.MaxVarintLen64
 		}
 	}
+	// A block's room is what its name still needs, up to blockMax, and the
+	// room a block was cut short of goes unused: a quarter more than the need
+	// covers that unless events are large, and take falls back to the heap.
+	mem.reset(need + need/4 + len(blocks))
 	put := func(name string, o *open) error {
 		if err := o.b.Put(seqKey(o.last), o.blk); err != nil { // bbolt keeps blk until the commit
 			return fmt.Errorf("append %s: %w", name, err)
@@ -260,7 +293,7 @@ func applyTx(tx *bolt.Tx, batches []*walBatch, cursors map[uint64]uint64) error 
 			}
 			prev := o.last
 			if o.blk == nil {
-				o.blk = append(make([]byte, 0, 1+min(o.left, blockMax)), blockVersion)
+				o.blk = append(mem.take(1+min(o.left, blockMax)), blockVersion)
 				prev = 0
 			}
 			o.left -= len(enc) + 2*binary.MaxVarintLen64

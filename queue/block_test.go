@@ -206,3 +206,25 @@ func TestBlocks_DamageIsReported(t *testing.T) {
 		})
 	}
 }
+
+// A block taken from the arena cannot grow into the next one's bytes, and
+// the arena hands out heap memory once it is used up.
+func TestBlockArena(t *testing.T) {
+	var a blockArena
+	a.reset(10)
+	x, y := a.take(4), a.take(4)
+	y = append(y, "yyyy"...)
+	x = append(x, "xxxxxxxx"...) // past its room: moves, y stays
+	if string(y) != "yyyy" || string(x) != "xxxxxxxx" {
+		t.Fatalf("x %q y %q", x, y)
+	}
+	z := a.take(4) // 2 bytes left: from the heap
+	z = append(z, "zzzz"...)
+	if string(y) != "yyyy" || cap(a.buf) != 10 {
+		t.Fatalf("y %q, arena of %d", y, cap(a.buf))
+	}
+	a.reset(5)
+	if len(a.buf) != 0 || cap(a.buf) != 10 {
+		t.Fatalf("reset to %d/%d, want the same array emptied", len(a.buf), cap(a.buf))
+	}
+}

@@ -122,6 +122,7 @@ type Log struct {
 	walDone   chan struct{}     // closed when the committer has stopped
 	applyDone chan struct{}     // closed when the applier has stopped
 	applyKick chan struct{}
+	blocks    blockArena // the applier's memory for blocks, reused round to round
 
 	lastSeq atomic.Uint64 // last durable (WAL) seq
 	applied atomic.Uint64 // last seq committed to bbolt
