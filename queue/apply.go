@@ -215,9 +215,11 @@ func (l *Log) apply() bool {
 // anew for the garbage collector.
 type blockArena struct{ buf []byte }
 
-// reset empties the arena, making room for at least n bytes.
+// reset empties the arena, making room for at least n bytes. An arena
+// grown by one large round (the WAL replayed at start-up) is let go once
+// rounds are small again.
 func (a *blockArena) reset(n int) {
-	if cap(a.buf) < n {
+	if cap(a.buf) < n || cap(a.buf) > 8<<20 && cap(a.buf) > 4*n {
 		a.buf = make([]byte, 0, n)
 	}
 	a.buf = a.buf[:0]

@@ -227,4 +227,9 @@ func TestBlockArena(t *testing.T) {
 	if len(a.buf) != 0 || cap(a.buf) != 10 {
 		t.Fatalf("reset to %d/%d, want the same array emptied", len(a.buf), cap(a.buf))
 	}
+	a.reset(64 << 20)
+	a.reset(1 << 20)
+	if cap(a.buf) != 1<<20 {
+		t.Fatalf("after a 64 MiB round and a 1 MiB one the arena holds %d bytes", cap(a.buf))
+	}
 }
