@@ -147,6 +147,11 @@ func (ps *params) slice(n int) []evq.Param {
 }
 
 func (d *decoder) uvarint() uint64 {
+	if len(d.b) > 0 && d.b[0] < 0x80 { // a length or count below 128: most of them
+		n := uint64(d.b[0])
+		d.b = d.b[1:]
+		return n
+	}
 	if d.err != nil {
 		return 0
 	}
