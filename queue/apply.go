@@ -65,23 +65,29 @@ func (l *Log) recoverWAL() error {
 // waitUnapplied holds the committer while more than maxUnapplied bytes wait
 // for the applier. While the applier fails (a full disk), it asks for one
 // more round and fails the commit if that fails too: the raiser learns why,
-// and the WAL does not fill with events bbolt cannot take.
+// and the WAL does not fill with events bbolt cannot take. Only a round
+// that started after the request counts: one already under way may have
+// begun before the disk had room again.
 func (l *Log) waitUnapplied() error {
 	retried := false
+	var kicked uint64 // rounds the applier had started when this commit asked it to retry
 	for {
 		l.mu.Lock()
-		over, err, ch := l.pendingBytes > maxUnapplied, l.applyErr, l.appliedCh
+		over, err, ch, from := l.pendingBytes > maxUnapplied, l.applyErr, l.appliedCh, l.errRound
 		if err != nil {
 			l.applyNow = true
+			if !retried {
+				kicked = l.rounds
+			}
 		}
 		l.mu.Unlock()
 		switch {
-		case err != nil && retried:
-			return err
+		case err != nil && retried && from > kicked:
+			return err // a retry that started after the request failed too
 		case err != nil:
 			retried = true
 			l.kickApplier()
-		case !over:
+		case err == nil && !over:
 			return nil
 		}
 		<-ch
@@ -147,6 +153,8 @@ func (l *Log) applyDue() bool {
 // reports whether it committed anything.
 func (l *Log) apply() bool {
 	l.mu.Lock()
+	l.rounds++
+	round := l.rounds
 	batches, cursors, waiters := l.pending, l.dirty, l.flushWaiters
 	l.pending, l.flushWaiters, l.applyNow = nil, nil, false
 	if len(cursors) > 0 {
@@ -158,7 +166,7 @@ func (l *Log) apply() bool {
 	if len(batches) == 0 && len(cursors) == 0 && len(waiters) == 0 {
 		// Nothing failed to be written: wake whoever waits on a round.
 		l.mu.Lock()
-		l.applyErr = nil
+		l.applyErr, l.errRound = nil, round
 		close(l.appliedCh)
 		l.appliedCh = make(chan struct{})
 		l.mu.Unlock()
@@ -193,7 +201,7 @@ func (l *Log) apply() bool {
 			l.tail = l.tail[1:]
 		}
 	}
-	l.applyErr = err
+	l.applyErr, l.errRound = err, round
 	close(l.appliedCh)
 	l.appliedCh = make(chan struct{})
 	l.mu.Unlock()

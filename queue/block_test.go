@@ -30,8 +30,7 @@ func TestBlocks_MixedWithSingleEventValues(t *testing.T) {
 	}
 	defer l.Close()
 	ctx := context.Background()
-	// Three rounds of the applier: blocks of 10 E_M events, with E_N
-	// events in between.
+	// 30 E_M events, one a second, with E_N events in between.
 	for round := 0; round < 3; round++ {
 		for i := 0; i < 10; i++ {
 			mu.Lock()
@@ -46,26 +45,44 @@ func TestBlocks_MixedWithSingleEventValues(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Lay E_M out as an older store and this one would have it, whatever
+	// rounds the applier happened to run: its first 10 events as values of
+	// their own, then two blocks of 10.
 	var blocks, singles int
 	err = l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents).Bucket([]byte("E_M"))
-		k, v := b.Cursor().First()
-		if v[0] != blockVersion {
-			return fmt.Errorf("the first value is not a block")
+		type stored struct {
+			seq uint64
+			enc []byte
 		}
-		var evs [][2][]byte
-		err := eachEvent(k, v, func(seq uint64, enc []byte) (bool, error) {
-			evs = append(evs, [2][]byte{seqKey(seq), append([]byte(nil), enc...)})
-			return true, nil
-		})
-		if err != nil {
+		var evs []stored
+		ec := newEventCursor(b)
+		for ok := ec.First(); ok; ok = ec.Next() {
+			evs = append(evs, stored{ec.Seq, append([]byte(nil), ec.Enc...)})
+		}
+		if ec.Err != nil || len(evs) != 30 {
+			return fmt.Errorf("%d events stored, %v", len(evs), ec.Err)
+		}
+		var keys [][]byte
+		if err := b.ForEach(func(k, _ []byte) error { keys = append(keys, append([]byte(nil), k...)); return nil }); err != nil {
 			return err
 		}
-		if err := b.Delete(k); err != nil {
-			return err
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
 		}
-		for _, e := range evs {
-			if err := b.Put(e[0], e[1]); err != nil {
+		for _, e := range evs[:10] {
+			if err := b.Put(seqKey(e.seq), e.enc); err != nil {
+				return err
+			}
+		}
+		for start := 10; start < 30; start += 10 {
+			blk, prev := []byte{blockVersion}, uint64(0)
+			for _, e := range evs[start : start+10] {
+				blk, prev = appendBlockEvent(blk, prev, e.seq, e.enc), e.seq
+			}
+			if err := b.Put(seqKey(prev), blk); err != nil {
 				return err
 			}
 		}

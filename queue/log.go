@@ -137,6 +137,8 @@ type Log struct {
 	pendingBytes uint64        // bytes in tail
 	flushWaiters []*appendReq  // Flush calls waiting for the applier
 	applyErr     error         // the applier's last error, nil once it succeeds
+	rounds       uint64        // apply rounds started
+	errRound     uint64        // the round applyErr comes from
 	appliedCh    chan struct{} // closed after every apply round
 	applyNow     bool          // someone waits for bbolt to be current
 	pendingSince time.Time     // when pending became non-empty
