@@ -109,6 +109,27 @@ func TestBlocks_MixedWithSingleEventValues(t *testing.T) {
 	}
 	check()
 
+	// The cursor says where in its value each event lies, and counts the
+	// values it moves to: 10 single-event values, then 2 blocks.
+	err = l.db.View(func(tx *bolt.Tx) error {
+		ec := newEventCursor(tx.Bucket(bucketEvents).Bucket([]byte("E_M")))
+		n, vals := 0, map[int]int{}
+		for ok := ec.First(); ok; ok = ec.Next() {
+			if ec.Off+len(ec.Enc) > len(ec.Val) || &ec.Val[ec.Off] != &ec.Enc[0] {
+				return fmt.Errorf("seq %d: Enc is not Val[%d:%d]", ec.Seq, ec.Off, ec.Off+len(ec.Enc))
+			}
+			vals[ec.Vals]++
+			n++
+		}
+		if ec.Err != nil || n != 30 || len(vals) != 12 {
+			return fmt.Errorf("%d events in %d values (%v)", n, len(vals), ec.Err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// E_M's events have seqs 1, 3, 5, … 59.
 	all, err := l.Read("E_M", 0, 100)
 	if err != nil || len(all) != 30 {
