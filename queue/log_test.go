@@ -487,3 +487,43 @@ func TestLog_LargeAndSmallEventsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// Reads that start in bbolt and go on into the unapplied tail, and reads
+// that start at or past bbolt's end (which skip bbolt), see every event
+// once and in order.
+func TestRead_AcrossTheAppliedBoundary(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	ctx := context.Background()
+	for i := 0; i < 20; i++ {
+		if err := l.Append(ctx, evqtest.CDR(i), ev("E_OTHER")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Flush(ctx); err != nil { // seqs 1-40 in bbolt
+		t.Fatal(err)
+	}
+	for i := 20; i < 30; i++ { // seqs 41-60 in the tail (until the applier's next round)
+		if err := l.Append(ctx, evqtest.CDR(i), ev("E_OTHER")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name := evqtest.CDR(0).Name
+	for _, after := range []uint64{0, 37, 38, 39, 40, 41, 42, 58, 59, 60} {
+		got, err := l.Read(name, after, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		for seq := after + 1; seq <= 60; seq++ {
+			if seq%2 == 1 { // the CDRs have the odd seqs
+				if want >= len(got) || got[want].Seq != seq || got[want].Params[3].Value.Str != evqtest.CDR(int(seq/2)).Params[3].Value.Str {
+					t.Fatalf("after %d: event %d is %v, want seq %d", after, want, dump(got...), seq)
+				}
+				want++
+			}
+		}
+		if len(got) != want {
+			t.Fatalf("after %d: %d events, want %d", after, len(got), want)
+		}
+	}
+}

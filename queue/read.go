@@ -31,13 +31,15 @@ func (l *Log) Read(name string, after uint64, max int) ([]*evq.Event, error) {
 //
 // Events come from bbolt, then from the tail the applier has not written
 // yet. The tail is taken first: whatever leaves it meanwhile is in bbolt by
-// the time the read transaction starts. The events' strings point into one
+// the time the read transaction starts. A reader that has everything bbolt
+// holds (a delivery worker that keeps up) reads the tail alone, without a
+// read transaction. The events' strings point into one
 // copy of each bbolt value read (from the first event taken on), and for
 // tail events into their encodings, which nothing writes once committed.
 func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]evq.Event, error) {
 	dst = dst[:0]
 	l.mu.Lock()
-	tail := l.tail
+	tail, applied := l.tail, l.applied.Load() // every event after applied is in tail
 	l.mu.Unlock()
 	ps := &params{hint: min(max, 1024)}
 	next := func() *evq.Event {
@@ -48,27 +50,29 @@ func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]e
 		}
 		return &dst[len(dst)-1]
 	}
-	var applied uint64
-	err := l.db.View(func(tx *bolt.Tx) error {
-		applied = u64(tx.Bucket(bucketMeta).Get(keyLastSeq))
-		b := tx.Bucket(bucketEvents).Bucket([]byte(name))
-		if b == nil {
-			return nil
-		}
-		ec := newEventCursor(b)
-		var val string // a copy of ec.Val[base:]
-		vals, base := -1, 0
-		for ok := ec.Seek(after + 1); ok && len(dst) < max; ok = ec.Next() {
-			if ec.Vals != vals {
-				vals, base, val = ec.Vals, ec.Off, string(ec.Val[ec.Off:])
+	var err error
+	if after < applied {
+		err = l.db.View(func(tx *bolt.Tx) error {
+			applied = u64(tx.Bucket(bucketMeta).Get(keyLastSeq))
+			b := tx.Bucket(bucketEvents).Bucket([]byte(name))
+			if b == nil {
+				return nil
 			}
-			str := val[ec.Off-base : ec.Off-base+len(ec.Enc)]
-			if err := decodeInto(ps, next(), name, ec.Seq, ec.Enc, str); err != nil {
-				return err
+			ec := newEventCursor(b)
+			var val string // a copy of ec.Val[base:]
+			vals, base := -1, 0
+			for ok := ec.Seek(after + 1); ok && len(dst) < max; ok = ec.Next() {
+				if ec.Vals != vals {
+					vals, base, val = ec.Vals, ec.Off, string(ec.Val[ec.Off:])
+				}
+				str := val[ec.Off-base : ec.Off-base+len(ec.Enc)]
+				if err := decodeInto(ps, next(), name, ec.Seq, ec.Enc, str); err != nil {
+					return err
+				}
 			}
-		}
-		return ec.Err
-	})
+			return ec.Err
+		})
+	}
 	if err == nil && len(dst) < max {
 		from := after
 		if applied > from {
