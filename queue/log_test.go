@@ -516,7 +516,7 @@ func TestRead_AcrossTheAppliedBoundary(t *testing.T) {
 		want := 0
 		for seq := after + 1; seq <= 60; seq++ {
 			if seq%2 == 1 { // the CDRs have the odd seqs
-				if want >= len(got) || got[want].Seq != seq || got[want].Params[3].Value.Str != evqtest.CDR(int(seq/2)).Params[3].Value.Str {
+				if want >= len(got) || got[want].Seq != seq || got[want].Params[3].Value.Str != evqtest.CDR(int(seq / 2)).Params[3].Value.Str {
 					t.Fatalf("after %d: event %d is %v, want seq %d", after, want, dump(got...), seq)
 				}
 				want++
