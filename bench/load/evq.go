@@ -1,19 +1,15 @@
 package load
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/evq/evq"
@@ -29,6 +25,9 @@ type EvqOptions struct {
 	Reliable    bool // subscribers acknowledge each event (JSON-RPC replies)
 	Window      int  // max_inflight of reliable subscribers; 0 means 256
 	Event       string
+	// IngestConns is how many connections publishers share on a tcp
+	// ingest; 0 means 1, as one OpenSIPS keeps to one evq.
+	IngestConns int
 }
 
 func (o *EvqOptions) defaults() {
@@ -155,7 +154,7 @@ func NewRemote(url, token, ingest string, opts EvqOptions) *Remote {
 	tr := &http.Transport{MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 0}
 	r := &Remote{url: strings.TrimRight(url, "/"), token: token, opts: opts, client: &http.Client{Transport: tr, Timeout: time.Minute}}
 	if ingest != "" {
-		r.clients = &jsonrpcClients{addr: ingest, event: opts.Event}
+		r.clients = &jsonrpcClients{addr: ingest, event: opts.Event, conns: opts.IngestConns}
 	}
 	return r
 }
@@ -253,8 +252,9 @@ func (s *Remote) Close() error {
 }
 
 // Ingest is the embedded evq reached the way OpenSIPS reaches it: publishers
-// are JSON-RPC clients over loopback TCP to evq's tcp ingest listener, one
-// connection each, and a request is answered once its event is fsynced.
+// send JSON-RPC requests over loopback TCP to evq's tcp ingest listener,
+// sharing one connection as OpenSIPS's event_stream does (EvqOptions.IngestConns),
+// and a request is answered once its event is fsynced.
 // This is the like-for-like path against brokers with network clients.
 type Ingest struct {
 	*Embedded
@@ -273,7 +273,7 @@ func NewIngest(dir string, opts EvqOptions) (*Ingest, error) {
 		e.Close()
 		return nil, err
 	}
-	return &Ingest{Embedded: e, ln: ln, clients: &jsonrpcClients{addr: ln.Addr().String(), event: e.opts.Event}}, nil
+	return &Ingest{Embedded: e, ln: ln, clients: &jsonrpcClients{addr: ln.Addr().String(), event: e.opts.Event, conns: e.opts.IngestConns}}, nil
 }
 
 // Name implements System.
@@ -293,64 +293,4 @@ func (s *Ingest) Publisher(ctx context.Context) (func([]byte) error, error) {
 func (s *Ingest) Close() error {
 	s.clients.close()
 	return errors.Join(s.ln.Close(), s.Embedded.Close())
-}
-
-// jsonrpcClients publish as OpenSIPS does in reliable_mode: JSON-RPC
-// requests over TCP to an evq ingest listener, one connection per
-// publisher and one request at a time, each answered once stored.
-type jsonrpcClients struct {
-	addr, event string
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func (j *jsonrpcClients) publisher() (func([]byte) error, error) {
-	c, err := net.Dial("tcp", j.addr)
-	if err != nil {
-		return nil, err
-	}
-	j.mu.Lock()
-	j.conns = append(j.conns, c)
-	j.mu.Unlock()
-	br := bufio.NewReader(c)
-	var req, buf []byte
-	var id uint64
-	return func(p []byte) error {
-		id++
-		req = append(req[:0], `{"jsonrpc":"2.0","method":"`...)
-		req = append(req, j.event...)
-		req = append(req, `","params":{"p":"`...)
-		req = append(req, p...)
-		req = append(req, `"},"id":`...)
-		req = strconv.AppendUint(req, id, 10)
-		req = append(req, '}')
-		if _, err := c.Write(req); err != nil {
-			return err
-		}
-		obj, err := stream.ReadObject(br, buf, 1<<20)
-		if err != nil {
-			return err
-		}
-		buf = obj
-		rep, err := stream.ParseReply(obj)
-		switch {
-		case err != nil:
-			return err
-		case rep.HasError:
-			return fmt.Errorf("evq answered %s", rep.Error)
-		case !rep.HasID || rep.ID != id:
-			return fmt.Errorf("reply %s to request %d", obj, id)
-		}
-		return nil
-	}, nil
-}
-
-func (j *jsonrpcClients) close() {
-	j.mu.Lock()
-	for _, c := range j.conns {
-		c.Close()
-	}
-	j.conns = nil
-	j.mu.Unlock()
 }

@@ -1,8 +1,13 @@
 package load
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,5 +95,79 @@ func TestRun_Remote(t *testing.T) {
 		if len(e.Subscriptions()) != 0 {
 			t.Fatal("the run left its subscriptions behind")
 		}
+	}
+}
+
+// Publishers share the ingest connections as OpenSIPS's event_stream does:
+// with one connection and with three, every request is answered and every
+// event delivered, and the listener saw exactly that many connections.
+func TestRun_IngestSharesConnections(t *testing.T) {
+	for _, conns := range []int{0, 3} {
+		sys, err := NewIngest(t.TempDir(), EvqOptions{Reliable: true, IngestConns: conns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := Run(context.Background(), sys, Config{Publishers: 16, Count: 4000}, nil)
+		opened := sys.ln.Stats().Connections.Load()
+		if cerr := sys.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil || res.Published != 4000 || res.Delivered != 4000 || res.Errors != 0 {
+			t.Fatalf("conns %d: %+v %v", conns, res, err)
+		}
+		if want := uint64(max(conns, 1)); opened != want {
+			t.Fatalf("conns %d: the listener saw %d connections", conns, opened)
+		}
+	}
+}
+
+// On a shared connection, an error reply reaches the publisher whose
+// request it answers, and the others go on; when the connection breaks,
+// every publisher still waiting gets an error instead of hanging.
+func TestJSONRPCClients_Replies(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// A server that answers ids 1 and 2 in reverse order, id 2 with an
+	// error, and then hangs up on request 3.
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i := 0; i < 3; i++ {
+			if _, err := stream.ReadObject(br, nil, 1<<20); err != nil {
+				return
+			}
+		}
+		io.WriteString(c, `{"jsonrpc":"2.0","error":{"code":-32000,"message":"event not stored: disk full"},"id":2}`)
+		io.WriteString(c, `{"jsonrpc":"2.0","result":7,"id":1}`)
+	}()
+	j := &jsonrpcClients{addr: ln.Addr().String(), event: "E_T"}
+	defer j.close()
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range errs {
+		pub, err := j.publisher()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = pub([]byte("x")) }()
+		time.Sleep(20 * time.Millisecond) // ids follow the publishers' order
+	}
+	wg.Wait()
+	if errs[0] != nil {
+		t.Errorf("request 1: %v", errs[0])
+	}
+	if errs[1] == nil || !strings.Contains(errs[1].Error(), "disk full") {
+		t.Errorf("request 2: %v, want the server's error", errs[1])
+	}
+	if errs[2] == nil || !strings.Contains(errs[2].Error(), "ingest connection") {
+		t.Errorf("request 3: %v, want the broken connection", errs[2])
 	}
 }

@@ -8,14 +8,16 @@
 // wait for each acknowledgement; a consumer receives every message and
 // acknowledges it. Systems:
 //
-//   - evq-tcp: evq in this process, published to over loopback TCP by
-//     JSON-RPC clients of its tcp ingest listener (the like-for-like path),
-//     delivered to a reliable tcp subscriber that acknowledges every event.
+//   - evq-tcp: evq in this process, published to over loopback TCP with
+//     JSON-RPC requests to its tcp ingest listener (the like-for-like
+//     path), delivered to a reliable tcp subscriber that acknowledges every
+//     event. The publishers share one connection (-ingest-conns), as the
+//     requests of OpenSIPS's event_stream do, each waiting for its reply.
 //   - evq: the same, published to through the Go API (Engine.Raise).
 //   - rabbitmq-quorum: the broker at -rabbitmq, a quorum queue, publisher
-//     confirms, manual acks.
+//     confirms, manual acks; a channel per publisher, 16 to a connection.
 //   - jetstream: the server at -nats, file storage with its default periodic
-//     fsync.
+//     fsync; the publishers share one connection, as nats.go's do.
 //   - jetstream-sync: nats-server embedded in this process with sync
 //     always, so that every acknowledged message was fsynced, like evq.
 //
@@ -53,6 +55,7 @@ func main() {
 	chartPath := flag.String("chart", "", "write a chart of delivered events/s against publishers to this file (.svg or .png)")
 	jsonPath := flag.String("json", "", "write every result as JSON to this file")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	ingestConns := flag.Int("ingest-conns", 1, "connections the evq-tcp publishers share")
 	replot := flag.String("replot", "", "draw -chart from the results of an earlier -json file instead of running")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -94,7 +97,9 @@ func main() {
 			return inTemp(func(dir string) (load.System, error) { return load.NewEmbedded(dir, load.EvqOptions{Reliable: true}) })
 		},
 		"evq-tcp": func() (load.System, error) {
-			return inTemp(func(dir string) (load.System, error) { return load.NewIngest(dir, load.EvqOptions{Reliable: true}) })
+			return inTemp(func(dir string) (load.System, error) {
+				return load.NewIngest(dir, load.EvqOptions{Reliable: true, IngestConns: *ingestConns})
+			})
 		},
 		"rabbitmq-quorum": func() (load.System, error) { return newRabbit(*rabbitURL) },
 		"jetstream":       func() (load.System, error) { return newJetStream(*natsURL) },

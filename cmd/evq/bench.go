@@ -22,6 +22,7 @@ func runBench(args []string) error {
 	c := newClient(fs)
 	embedded := fs.Bool("embedded", false, "run evq in this process (a store in --data) instead of using --server")
 	ingest := fs.String("ingest", "", "raise over this tcp ingest listener of the server (tcp:HOST:PORT, as given to evq serve --listen), as OpenSIPS does, instead of over HTTP")
+	ingestConns := fs.Int("ingest-conns", 1, "connections the raisers share on --ingest, each with many requests in flight, as OpenSIPS's event_stream keeps one per destination")
 	data := fs.String("data", "", "store directory for --embedded (default: a new temporary directory, removed after)")
 	rate := fs.Int("rate", 0, "events/s to raise in all (default 0: as fast as they are acknowledged)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to raise")
@@ -33,7 +34,7 @@ func runBench(args []string) error {
 	window := fs.Int("window", 256, "requests in flight per reliable subscriber (max_inflight)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: evq bench [--embedded | --ingest tcp:HOST:PORT] [--rate N] [--duration 10s] [--concurrency 64] [--size 256] [--subscribers 1] [--reliable] [--json]")
+		fmt.Fprintln(fs.Output(), "usage: evq bench [--embedded | --ingest tcp:HOST:PORT [--ingest-conns 1]] [--rate N] [--duration 10s] [--concurrency 64] [--size 256] [--subscribers 1] [--reliable] [--json]")
 		fs.PrintDefaults()
 	}
 	if _, err := parseInterleaved(fs, args); err != nil {
@@ -42,7 +43,7 @@ func runBench(args []string) error {
 	if *size < 32 {
 		return fmt.Errorf("--size %d: want at least 32 bytes (the payload carries its send time)", *size)
 	}
-	opts := load.EvqOptions{Subscribers: *subscribers, Reliable: *reliable, Window: *window}
+	opts := load.EvqOptions{Subscribers: *subscribers, Reliable: *reliable, Window: *window, IngestConns: *ingestConns}
 	var sys load.System
 	if *embedded {
 		dir := *data
