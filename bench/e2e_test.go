@@ -26,18 +26,25 @@ func BenchmarkEndToEnd_Reliable(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer e.Close(context.Background())
-			r, all := receiveN(b, int64(b.N))
+			clock := newDeliveryClock(b.N)
+			r, all := receiveN(b, int64(b.N), clock.arrive)
 			defer r.Close()
 			subscribeAll(b, e, []*load.AckReceiver{r}, tc.window)
 			b.SetBytes(256)
 			b.ReportAllocs()
-			raised, lat := evqtest.RunRaisers(b, tc.raisers, func(ev *evq.Event) error { return e.Raise(context.Background(), ev) })
+			raised, lat := evqtest.RunRaisers(b, tc.raisers, func(ev *evq.Event) error {
+				t0 := time.Now()
+				err := e.Raise(context.Background(), ev)
+				clock.raised(t0, ev)
+				return err
+			})
 			start := time.Now().Add(-raised)
 			waitAll(b, all, r)
 			d := time.Since(start)
 			b.ReportMetric(float64(b.N)/d.Seconds(), "events/s")
 			b.ReportMetric(float64(b.N)/raised.Seconds(), "raised/s")
 			evqtest.ReportLatency(b, lat, "raise-")
+			clock.report(b)
 			st := l.Stats()
 			evqtest.ReportCommits(b, st, d)
 		})
@@ -45,11 +52,12 @@ func BenchmarkEndToEnd_Reliable(b *testing.B) {
 }
 
 // receiveN starts a receiver whose channel is closed when it has read n
-// events.
-func receiveN(b *testing.B, n int64) (*load.AckReceiver, <-chan struct{}) {
+// events; each object goes to onObject first.
+func receiveN(b *testing.B, n int64, onObject func([]byte)) (*load.AckReceiver, <-chan struct{}) {
 	all := make(chan struct{})
 	var got atomic.Int64
-	r, err := load.NewAckReceiver(func([]byte) {
+	r, err := load.NewAckReceiver(func(obj []byte) {
+		onObject(obj)
 		if got.Add(1) == n {
 			close(all)
 		}
@@ -65,15 +73,65 @@ func receiveN(b *testing.B, n int64) (*load.AckReceiver, <-chan struct{}) {
 func BenchmarkEndToEnd_Batch(b *testing.B) {
 	l := evqtest.MustOpenLog(b, nil)
 	e := evqtest.StartEngine(b, l, &delivery.Options{})
-	r, all := receiveN(b, int64(b.N))
+	clock := newDeliveryClock(b.N)
+	r, all := receiveN(b, int64(b.N), clock.arrive)
 	defer r.Close()
 	subscribeAll(b, e, []*load.AckReceiver{r}, 256)
 	b.SetBytes(256)
-	raised := evqtest.RunBatchRaisers(b, 4, 1000, func(evs []*evq.Event) error { return e.RaiseBatch(context.Background(), evs) })
+	raised := evqtest.RunBatchRaisers(b, 4, 1000, func(evs []*evq.Event) error {
+		t0 := time.Now()
+		err := e.RaiseBatch(context.Background(), evs)
+		clock.raised(t0, evs...)
+		return err
+	})
 	start := time.Now().Add(-raised)
 	waitAll(b, all, r)
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 	b.ReportMetric(float64(b.N)/raised.Seconds(), "raised/s")
+	clock.report(b)
+}
+
+// deliveryClock times raise → delivered for each event of a fresh log,
+// whose seqs run from 1 to n: raisers note when each seq's raise began, the
+// receiver when the seq (the request id) first arrived.
+type deliveryClock struct {
+	start, arrival []int64 // unix nanoseconds by seq
+}
+
+func newDeliveryClock(n int) *deliveryClock {
+	return &deliveryClock{start: make([]int64, n+1), arrival: make([]int64, n+1)}
+}
+
+// raised notes t0 as the start of the raise of evs, which it returned.
+func (c *deliveryClock) raised(t0 time.Time, evs ...*evq.Event) {
+	for _, ev := range evs {
+		if ev.Seq < uint64(len(c.start)) {
+			c.start[ev.Seq] = t0.UnixNano()
+		}
+	}
+}
+
+// arrive notes the arrival of a delivered request; a redelivery keeps the
+// first arrival.
+func (c *deliveryClock) arrive(obj []byte) {
+	if seq, ok := load.RequestID(obj); ok && seq < uint64(len(c.arrival)) && c.arrival[seq] == 0 {
+		c.arrival[seq] = time.Now().UnixNano()
+	}
+}
+
+// report reports the raise → delivered p50 and p99 as e2e-p50-ms and
+// e2e-p99-ms. Call it once every event has arrived and every raise returned.
+func (c *deliveryClock) report(b *testing.B) {
+	lat := make([]time.Duration, 0, len(c.start))
+	for seq, t0 := range c.start {
+		if t0 != 0 && c.arrival[seq] != 0 {
+			lat = append(lat, time.Duration(c.arrival[seq]-t0))
+		}
+	}
+	if len(lat) < len(c.start)-1 {
+		b.Fatalf("timed %d of %d events from raise to delivery", len(lat), len(c.start)-1)
+	}
+	evqtest.ReportLatency(b, [][]time.Duration{lat}, "e2e-")
 }
 
 // BenchmarkFanout raises from 256 raisers to N reliable tcp subscribers
@@ -173,7 +231,7 @@ func BenchmarkDrain(b *testing.B) {
 	if err := l.Flush(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	r, all := receiveN(b, int64(b.N))
+	r, all := receiveN(b, int64(b.N), func([]byte) {})
 	defer r.Close()
 	b.SetBytes(256)
 	b.ResetTimer()

@@ -69,7 +69,7 @@ func (r *AckReceiver) serve(c net.Conn) {
 			return
 		}
 		buf = obj
-		id, hasID := requestID(obj)
+		id, hasID := RequestID(obj)
 		if !hasID {
 			req, err := stream.ParseReply(obj)
 			if err != nil {
@@ -106,11 +106,11 @@ func (r *AckReceiver) Close() {
 	r.wg.Wait()
 }
 
-// requestID reads the id of a request that starts with {"id":N, as evq and
+// RequestID reads the id of a request that starts with {"id":N, as evq and
 // OpenSIPS write them, or ends with "id":N}, without scanning the params:
 // the first member after the opening brace, or the last before the closing
 // one, is a top-level member. Anything else is left to stream.ParseReply.
-func requestID(obj []byte) (uint64, bool) {
+func RequestID(obj []byte) (uint64, bool) {
 	if id, ok := leadingID(obj); ok {
 		return id, true
 	}

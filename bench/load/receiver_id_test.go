@@ -21,9 +21,9 @@ func TestRequestID(t *testing.T) {
 		{`{"method":"E_X"}`, 0, false},
 		{``, 0, false},
 	} {
-		id, ok := requestID([]byte(tc.obj))
+		id, ok := RequestID([]byte(tc.obj))
 		if id != tc.id || ok != tc.ok {
-			t.Errorf("requestID(%s) = %d, %v; want %d, %v", tc.obj, id, ok, tc.id, tc.ok)
+			t.Errorf("RequestID(%s) = %d, %v; want %d, %v", tc.obj, id, ok, tc.id, tc.ok)
 		}
 	}
 }
