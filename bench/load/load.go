@@ -48,6 +48,10 @@ type Config struct {
 	Count      int           // stop after this many messages instead, when > 0
 	Size       int           // message size in bytes; 0 means 256
 	Drain      time.Duration // how long to wait for consumers after publishing; 0 means 30 s
+	// Warmup publishes for this long before Duration or Count starts. What it
+	// publishes is neither counted nor timed: a new store, a cold cache and the
+	// disk's work left from an earlier run stay out of the figures.
+	Warmup time.Duration
 }
 
 func (c *Config) defaults() {
@@ -85,7 +89,8 @@ type Result struct {
 	Published  int64   `json:"published"`
 	Delivered  int64   `json:"delivered"` // deliveries, every consumer counted
 	Errors     int64   `json:"errors"`
-	Seconds    float64 `json:"seconds"` // from the first publish to the last delivery
+	Warmup     float64 `json:"warmup_s,omitempty"` // seconds published before measuring
+	Seconds    float64 `json:"seconds"`            // from the first measured publish to the last delivery
 	PublishPS  float64 `json:"publish_per_s"`
 	DeliverPS  float64 `json:"deliver_per_s"` // messages delivered to every consumer, per second
 	PublishLat Latency `json:"publish_latency_ms"`
@@ -171,14 +176,19 @@ func SentAt(b []byte) (time.Time, bool) {
 func Run(ctx context.Context, sys System, cfg Config, progress func(Progress)) (Result, error) {
 	cfg.defaults()
 	res := Result{System: sys.Name(), Durability: sys.Durability(), Publishers: cfg.Publishers,
-		Consumers: sys.Consumers(), Size: cfg.Size, Rate: cfg.Rate}
-	var published, delivered, errs atomic.Int64
+		Consumers: sys.Consumers(), Size: cfg.Size, Rate: cfg.Rate, Warmup: cfg.Warmup.Seconds()}
+	// published and delivered count everything; warmPublished and
+	// warmDelivered what was due during the warm-up.
+	var published, warmPublished, delivered, warmDelivered, errs atomic.Int64
 	var firstErr atomic.Value
 	var lastDelivery atomic.Int64
 	e2e := newHistogram()
+	var measureNanos atomic.Int64 // when the warm-up ends: set before the first publish
 	if err := sys.Start(ctx, func(p []byte) {
 		now := time.Now()
-		if t, ok := SentAt(p); ok {
+		if t, ok := SentAt(p); ok && t.UnixNano() < measureNanos.Load() {
+			warmDelivered.Add(1)
+		} else if ok {
 			e2e.record(now.Sub(t))
 		}
 		delivered.Add(1)
@@ -198,7 +208,9 @@ func Run(ctx context.Context, sys System, cfg Config, progress func(Progress)) (
 
 	pubLat := newHistogram()
 	start := time.Now()
-	stopAt := start.Add(cfg.Duration)
+	measureFrom := start.Add(cfg.Warmup)
+	measureNanos.Store(measureFrom.UnixNano())
+	stopAt := measureFrom.Add(cfg.Duration)
 	var left atomic.Int64
 	left.Store(int64(cfg.Count))
 	var wg sync.WaitGroup
@@ -215,19 +227,22 @@ func Run(ctx context.Context, sys System, cfg Config, progress func(Progress)) (
 			next := start.Add(interval * time.Duration(i) / time.Duration(cfg.Publishers))
 			buf := make([]byte, 0, cfg.Size)
 			for ctx.Err() == nil {
+				sent := time.Now()
+				if interval > 0 {
+					sent = next // latency counts from when the message was due
+				}
+				warm := sent.Before(measureFrom)
 				if cfg.Count > 0 {
-					if left.Add(-1) < 0 {
+					if !warm && left.Add(-1) < 0 {
 						return
 					}
-				} else if time.Now().After(stopAt) {
+				} else if sent.After(stopAt) {
 					return
 				}
-				sent := time.Now()
 				if interval > 0 {
 					if d := time.Until(next); d > 0 {
 						time.Sleep(d)
 					}
-					sent = next // latency counts from when the message was due
 					next = next.Add(interval)
 				}
 				buf = Payload(buf, sent, cfg.Size)
@@ -236,8 +251,12 @@ func Run(ctx context.Context, sys System, cfg Config, progress func(Progress)) (
 					firstErr.CompareAndSwap(nil, err.Error())
 					continue
 				}
-				local.record(time.Since(sent))
 				published.Add(1)
+				if warm {
+					warmPublished.Add(1)
+					continue
+				}
+				local.record(time.Since(sent))
 			}
 		}()
 	}
@@ -270,6 +289,9 @@ func Run(ctx context.Context, sys System, cfg Config, progress func(Progress)) (
 	}
 
 	res.Published, res.Delivered, res.Errors = published.Load(), delivered.Load(), errs.Load()
+	lag := res.Published*int64(res.Consumers) - res.Delivered
+	res.Published -= warmPublished.Load()
+	res.Delivered -= warmDelivered.Load()
 	if v := firstErr.Load(); v != nil {
 		res.FirstError = v.(string)
 	}
@@ -277,11 +299,11 @@ func Run(ctx context.Context, sys System, cfg Config, progress func(Progress)) (
 	if last := lastDelivery.Load(); last > 0 {
 		end = time.Unix(0, last)
 	}
-	res.Seconds = end.Sub(start).Seconds()
-	res.PublishPS = float64(res.Published) / pubEnd.Sub(start).Seconds()
+	res.Seconds = end.Sub(measureFrom).Seconds()
+	res.PublishPS = float64(res.Published) / pubEnd.Sub(measureFrom).Seconds()
 	res.DeliverPS = float64(res.Delivered) / float64(res.Consumers) / res.Seconds
 	res.PublishLat, res.EndToEnd = pubLat.latency(), e2e.latency()
-	if lag := res.Published*int64(res.Consumers) - res.Delivered; lag > 0 {
+	if lag > 0 {
 		return res, fmt.Errorf("%s: %d deliveries still missing %s after the last publish", sys.Name(), lag, cfg.Drain)
 	}
 	return res, ctx.Err()

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,6 +68,41 @@ func TestRun_Rate(t *testing.T) {
 	}
 	if res.PublishPS > 2400 {
 		t.Fatalf("published %.0f/s with a target of 2000/s", res.PublishPS)
+	}
+}
+
+// counting counts the publishes that reach the system.
+type counting struct {
+	*Embedded
+	n atomic.Int64
+}
+
+func (c *counting) Publisher(ctx context.Context) (func([]byte) error, error) {
+	pub, err := c.Embedded.Publisher(ctx)
+	return func(p []byte) error { c.n.Add(1); return pub(p) }, err
+}
+
+// A warm-up publishes before the measured part and leaves its events out of
+// the counts, the rates and the latencies.
+func TestRun_Warmup(t *testing.T) {
+	e, err := NewEmbedded(t.TempDir(), EvqOptions{Reliable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	sys := &counting{Embedded: e}
+	res, err := Run(context.Background(), sys, Config{Publishers: 4, Rate: 2000, Count: 500, Warmup: 250 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 500 || res.Delivered != 500 || res.Warmup != 0.25 {
+		t.Fatalf("published %d, delivered %d, warm-up %vs; want 500, 500, 0.25s", res.Published, res.Delivered, res.Warmup)
+	}
+	if n := sys.n.Load(); n < 900 || n > 1100 {
+		t.Fatalf("%d publishes in all; want about 1000 (500 in the warm-up at 2000/s)", n)
+	}
+	if res.Seconds > 0.45 || res.PublishPS < 1500 || res.PublishPS > 2400 {
+		t.Fatalf("measured %.2fs and %.0f/s; want the 500 measured events alone, at about 2000/s", res.Seconds, res.PublishPS)
 	}
 }
 

@@ -27,6 +27,7 @@ func runBench(args []string) error {
 	rate := fs.Int("rate", 0, "events/s to raise in all (default 0: as fast as they are acknowledged)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to raise")
 	count := fs.Int("count", 0, "raise this many events instead of running for --duration")
+	warmup := fs.Duration("warmup", 0, "raise for this long first, counting and timing nothing, before --duration or --count")
 	concurrency := fs.Int("concurrency", 64, "concurrent raisers, each waiting for its acknowledgement")
 	size := fs.Int("size", 256, "event payload size in bytes")
 	subscribers := fs.Int("subscribers", 1, "local tcp subscribers, each receiving every event")
@@ -34,7 +35,7 @@ func runBench(args []string) error {
 	window := fs.Int("window", 256, "requests in flight per reliable subscriber (max_inflight)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: evq bench [--embedded | --ingest tcp:HOST:PORT [--ingest-conns 1]] [--rate N] [--duration 10s] [--concurrency 64] [--size 256] [--subscribers 1] [--reliable] [--json]")
+		fmt.Fprintln(fs.Output(), "usage: evq bench [--embedded | --ingest tcp:HOST:PORT [--ingest-conns 1]] [--rate N] [--duration 10s] [--warmup 0s] [--concurrency 64] [--size 256] [--subscribers 1] [--reliable] [--json]")
 		fs.PrintDefaults()
 	}
 	if _, err := parseInterleaved(fs, args); err != nil {
@@ -75,7 +76,7 @@ func runBench(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	cfg := load.Config{Publishers: *concurrency, Rate: *rate, Duration: *duration, Count: *count, Size: *size}
+	cfg := load.Config{Publishers: *concurrency, Rate: *rate, Duration: *duration, Count: *count, Size: *size, Warmup: *warmup}
 	fmt.Fprintf(os.Stderr, "evq bench: %d raisers, %d-byte events, %d %s subscriber(s), %s\n", cfg.Publishers, cfg.Size,
 		opts.Subscribers, map[bool]string{true: "reliable", false: "fire-and-forget"}[opts.Reliable], sys.Durability())
 	var last load.Progress
