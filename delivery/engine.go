@@ -59,9 +59,10 @@ type Engine struct {
 	lanes    map[uint64][]*evq.Subscription // a PARALLEL group's ID → its member lanes, in member order
 	workers  map[uint64]*worker             // by subscription ID: plain subscriptions and lanes
 	counters map[uint64]*counters
-	stop     chan struct{}      // closed by Close: workers finish their batch
-	ctx      context.Context    // canceled when Close's deadline passes
-	cancel   context.CancelFunc // cancels ctx
+	readers  map[string]*atomic.Int32 // by event name: the workers running for it
+	stop     chan struct{}            // closed by Close: workers finish their batch
+	ctx      context.Context          // canceled when Close's deadline passes
+	cancel   context.CancelFunc       // cancels ctx
 	wg       sync.WaitGroup
 }
 
@@ -99,6 +100,7 @@ func New(log Log, opts *Options) *Engine {
 		subs:    make(map[uint64]*evq.Subscription),
 		lanes:   make(map[uint64][]*evq.Subscription),
 		workers: make(map[uint64]*worker),
+		readers: make(map[string]*atomic.Int32),
 		stop:    make(chan struct{}),
 		ctx:     ctx,
 		cancel:  cancel,

@@ -17,6 +17,10 @@ type Log interface {
 	// ReadInto reads like Read into dst's memory, reusing it, and returns
 	// dst refilled.
 	ReadInto(dst []evq.Event, name string, after uint64, max int) ([]evq.Event, error)
+	// ReadShared reads like ReadInto and returns pointers to the events
+	// read in ptrs' memory; events it did not decode into dst are shared
+	// with other readers and must not be modified.
+	ReadShared(dst []evq.Event, ptrs []*evq.Event, name string, after uint64, max int) ([]evq.Event, []*evq.Event, error)
 	// Notify returns a channel closed at the next commit of events.
 	Notify() <-chan struct{}
 	// LastSeq returns the last committed seq.

@@ -37,6 +37,10 @@ type worker struct {
 	cur  int // index in bufs of the batch being delivered
 
 	bigReads bool // the last batch was delivered without a failure
+
+	// readers counts the running workers of sub.Event. With more than one,
+	// reads share the events they decode from the log's in-memory tail.
+	readers *atomic.Int32
 }
 
 // batch is one read from the log.
@@ -73,8 +77,13 @@ func newWorker(e *Engine, sub evq.Subscription, tr evq.Transport, cursor uint64)
 	bo.RandomizationFactor = 0.5
 	bo.MaxElapsedTime = 0
 	bo.Reset()
+	readers := e.readers[sub.Event]
+	if readers == nil {
+		readers = new(atomic.Int32)
+		e.readers[sub.Event] = readers
+	}
 	w := &worker{e: e, sub: sub, tr: tr, st: e.countersLocked(sub.ID), ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), redrive: make(chan struct{}, 1), bo: bo}
+		done: make(chan struct{}), redrive: make(chan struct{}, 1), bo: bo, readers: readers}
 	w.cursor.Store(cursor)
 	w.st.setState(StateActive)
 	return w
@@ -95,6 +104,8 @@ func (w *worker) stopping() bool {
 
 func (w *worker) run() {
 	defer w.e.wg.Done()
+	w.readers.Add(1)
+	defer w.readers.Add(-1)
 	defer close(w.done)
 	defer w.cancel()
 	defer w.tr.Close()
@@ -198,6 +209,10 @@ func (w *worker) readSize() int {
 func (w *worker) read(b *batch, after uint64, n int) *batch {
 	b.after, b.size = after, n
 	b.notify = w.e.log.Notify()
+	if w.readers.Load() > 1 {
+		b.buf, b.ptrs, b.err = w.e.log.ReadShared(b.buf, b.ptrs, w.sub.Event, after, n)
+		return b
+	}
 	b.buf, b.err = w.e.log.ReadInto(b.buf, w.sub.Event, after, n)
 	b.ptrs = b.ptrs[:0]
 	for i := range b.buf {

@@ -136,6 +136,21 @@ func (ec *eventCursor) First() bool {
 // Next moves to the next event.
 func (ec *eventCursor) Next() bool { return ec.step() }
 
+// Key returns the key of the value holding the current event: the seq of
+// its last event.
+func (ec *eventCursor) Key() uint64 { return ec.it.key }
+
+// NextValue moves to the first event of the next value.
+func (ec *eventCursor) NextValue() bool {
+	if ec.k == nil || ec.Err != nil {
+		return false
+	}
+	k, v := ec.c.Next()
+	ec.k, ec.it = k, newBlockIter(k, v)
+	ec.Vals++
+	return ec.step()
+}
+
 // step reads the next event, moving to the next value when this one is
 // done.
 func (ec *eventCursor) step() bool {

@@ -10,6 +10,9 @@
 //     commit needs two fsyncs, pages then meta; the WAL halves the wait.)
 //   - Readers see an event as soon as it is durable: from bbolt, or from the
 //     in-memory tail of events the applier has not yet written into bbolt.
+//     ReadShared decodes each event once for all the readers of its name
+//     (a fan-out): the tail's events when first read, and the last 128 stored
+//     blocks read (cache.go); what it hands out is never modified.
 //   - The applier writes the WAL's events into bbolt in the background, in
 //     one transaction per round (every 40 ms, or sooner under load), and the
 //     committer deletes WAL segments bbolt holds. Open writes into bbolt

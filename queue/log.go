@@ -122,7 +122,8 @@ type Log struct {
 	walDone   chan struct{}     // closed when the committer has stopped
 	applyDone chan struct{}     // closed when the applier has stopped
 	applyKick chan struct{}
-	blocks    blockArena // the applier's memory for blocks, reused round to round
+	blocks    blockArena  // the applier's memory for blocks, reused round to round
+	cache     *blockCache // stored blocks decoded for ReadShared
 
 	lastSeq atomic.Uint64 // last durable (WAL) seq
 	applied atomic.Uint64 // last seq committed to bbolt
@@ -200,6 +201,7 @@ func Open(path string, opts *Options) (*Log, error) {
 		opts:      o,
 		path:      path,
 		reqs:      make(chan *appendReq, maxBatchRequests),
+		cache:     newBlockCache(),
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
 		notify:    make(chan struct{}),
@@ -437,7 +439,8 @@ func (l *Log) commit(batch []*appendReq) {
 		now = l.lastTime // raise times never go backwards, so replay by time can bisect
 	}
 	clear(l.ords)
-	wb := &walBatch{first: seq + 1, names: make([]string, 0, total), enc: make([][]byte, 0, total)}
+	wb := &walBatch{first: seq + 1, names: make([]string, 0, total), enc: make([][]byte, 0, total),
+		shared: make([]atomic.Pointer[evq.Event], total)}
 	for _, r := range raises {
 		for i, ev := range r.events {
 			ord, ok := l.ords[ev.Name]

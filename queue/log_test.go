@@ -431,6 +431,107 @@ func TestRead_EventsStayIntact(t *testing.T) {
 	}
 }
 
+// ReadShared returns the events ReadInto returns, in order, across bbolt and
+// the tail. Tail events are decoded once: two readers get the same event.
+// Neither a reader's later reads into the same memory nor the applier
+// changes an event another reader holds.
+func TestReadShared(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	ctx := context.Background()
+	name := evqtest.CDR(0).Name
+	for i := 0; i < 40; i++ {
+		if err := l.Append(ctx, evqtest.CDR(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Flush(ctx); err != nil { // 1–40 in bbolt
+		t.Fatal(err)
+	}
+	for i := 40; i < 100; i++ { // 41–100 in the tail, with another name between
+		if err := l.Append(ctx, evqtest.CDR(i), &evq.Event{Name: "E_OTHER"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := l.Read(name, 30, 50)
+	if err != nil || len(want) != 50 {
+		t.Fatalf("Read: %d events, %v", len(want), err)
+	}
+	var bufA, bufB []evq.Event
+	var a, b []*evq.Event
+	bufA, a, err = l.ReadShared(bufA, a, name, 30, 50) // 10 from bbolt, 40 from the tail
+	if err != nil {
+		t.Fatal(err)
+	}
+	bufB, b, err = l.ReadShared(bufB, b, name, 35, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, w := dump(a...), dump(want...); got != w {
+		t.Fatalf("ReadShared:\n%s\nRead:\n%s", got, w)
+	}
+	if got, w := dump(b...), dump(want[5:25]...); got != w {
+		t.Fatalf("ReadShared after 35:\n%s\nRead:\n%s", got, w)
+	}
+	for i := range b { // seqs 36–40 from bbolt, 41–55 from the tail, read by both
+		if a[i+5] != b[i] {
+			t.Fatalf("seq %d decoded twice", a[i+5].Seq)
+		}
+	}
+	held := dump(a...)
+	for round := 0; round < 3; round++ {
+		if bufB, b, err = l.ReadShared(bufB, b, name, uint64(30+10*round), 50); err != nil {
+			t.Fatal(err)
+		}
+		if bufB, err = l.ReadInto(bufB, name, uint64(20+10*round), 50); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := dump(a...); got != held {
+		t.Fatalf("shared events changed:\n%s\nwas\n%s", got, held)
+	}
+}
+
+// A shared read after retention trimmed a block does not return the events
+// retention dropped, though a shared read before it cached the block.
+func TestReadShared_AfterRetention(t *testing.T) {
+	now := time.Unix(100000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	l := evqtest.MustOpenLog(t, &queue.Options{NowFunc: clock, MinAge: time.Hour, MaxAge: 10 * time.Hour, RetentionInterval: -1})
+	sub := &evq.Subscription{Event: "E_K", Socket: "tcp:127.0.0.1:1"}
+	if err := l.PutSubscription(sub, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]*evq.Event, 10)
+	for i := range evs {
+		evs[i] = ev("E_K")
+	}
+	if err := l.Append(context.Background(), evs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(context.Background()); err != nil { // one block of 10
+		t.Fatal(err)
+	}
+	_, got, err := l.ReadShared(nil, nil, "E_K", 0, 100)
+	if err != nil || len(got) != 10 {
+		t.Fatalf("read %d events: %v", len(got), err)
+	}
+	l.SetCursor(sub.ID, 4)
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	if r, err := l.Retain(); err != nil || r.Deleted != 4 {
+		t.Fatalf("deleted %d, %v; want 4", r.Deleted, err)
+	}
+	_, got, err = l.ReadShared(nil, nil, "E_K", 0, 100)
+	if err != nil || len(got) != 6 || got[0].Seq != 5 {
+		t.Fatalf("after retention: %d events from seq %d, %v; want 6 from 5", len(got), got[0].Seq, err)
+	}
+}
+
 func dump(evs ...*evq.Event) string {
 	var b []byte
 	for _, e := range evs {

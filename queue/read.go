@@ -37,12 +37,36 @@ func (l *Log) Read(name string, after uint64, max int) ([]*evq.Event, error) {
 // copy of each bbolt value read (from the first event taken on), and for
 // tail events into their encodings, which nothing writes once committed.
 func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]evq.Event, error) {
+	dst, _, err := l.read(dst, nil, false, name, after, max)
+	return dst, err
+}
+
+// ReadShared reads like ReadInto and returns a pointer to each event read,
+// in ptrs' memory. Events read from bbolt are decoded into dst's memory, as
+// ReadInto does. Events still in the in-memory tail are decoded once, by the
+// first reader that needs them, and shared by every reader after it: the
+// caller must not modify them. Subscribers of the same event name that keep
+// up (fan-out) thus decode each event once instead of once each.
+func (l *Log) ReadShared(dst []evq.Event, ptrs []*evq.Event, name string, after uint64, max int) ([]evq.Event, []*evq.Event, error) {
+	return l.read(dst, ptrs[:0], true, name, after, max)
+}
+
+// read is ReadInto, and with share ReadShared.
+func (l *Log) read(dst []evq.Event, ptrs []*evq.Event, share bool, name string, after uint64, max int) ([]evq.Event, []*evq.Event, error) {
 	dst = dst[:0]
 	l.mu.Lock()
 	tail, applied := l.tail, l.applied.Load() // every event after applied is in tail
 	l.mu.Unlock()
 	ps := &params{hint: min(max, 1024)}
+	// n counts the events read. With share, ptrs holds one entry per event:
+	// nil for those decoded into dst (set at the end, once dst stops
+	// moving), the shared event for the others.
+	n := 0
 	next := func() *evq.Event {
+		n++
+		if share {
+			ptrs = append(ptrs, nil)
+		}
 		if len(dst) < cap(dst) {
 			dst = dst[:len(dst)+1]
 		} else {
@@ -52,6 +76,7 @@ func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]e
 	}
 	var err error
 	if after < applied {
+		gen := l.cache.generation() // before the transaction: see blockCache
 		err = l.db.View(func(tx *bolt.Tx) error {
 			applied = u64(tx.Bucket(bucketMeta).Get(keyLastSeq))
 			b := tx.Bucket(bucketEvents).Bucket([]byte(name))
@@ -59,9 +84,12 @@ func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]e
 				return nil
 			}
 			ec := newEventCursor(b)
+			if share {
+				return l.readBlocksShared(ec, name, after, max, gen, &n, &ptrs)
+			}
 			var val string // a copy of ec.Val[base:]
 			vals, base := -1, 0
-			for ok := ec.Seek(after + 1); ok && len(dst) < max; ok = ec.Next() {
+			for ok := ec.Seek(after + 1); ok && n < max; ok = ec.Next() {
 				if ec.Vals != vals {
 					vals, base, val = ec.Vals, ec.Off, string(ec.Val[ec.Off:])
 				}
@@ -73,37 +101,89 @@ func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]e
 			return ec.Err
 		})
 	}
-	if err == nil && len(dst) < max {
+	if err == nil && n < max {
 		from := after
 		if applied > from {
 			from = applied
 		}
-		err = scanTail(tail, name, from, func(seq uint64, enc []byte) (bool, error) {
-			if err := decodeInto(ps, next(), name, seq, enc, frozen(enc)); err != nil {
-				return false, err
+		var fresh []evq.Event // this read's share of the decoding; never grows past its capacity
+		err = scanTail(tail, name, from, func(b *walBatch, i int) (bool, error) {
+			seq, enc := b.first+uint64(i), b.enc[i]
+			if !share || len(b.shared) == 0 { // a batch read back from the WAL is not shared
+				if err := decodeInto(ps, next(), name, seq, enc, frozen(enc)); err != nil {
+					return false, err
+				}
+				return n < max, nil
 			}
-			return len(dst) < max, nil
+			ev := b.shared[i].Load()
+			if ev == nil {
+				if fresh == nil {
+					fresh = make([]evq.Event, 0, max-n)
+				}
+				fresh = fresh[:len(fresh)+1]
+				ev = &fresh[len(fresh)-1]
+				if err := decodeInto(ps, ev, name, seq, enc, frozen(enc)); err != nil {
+					return false, err
+				}
+				if !b.shared[i].CompareAndSwap(nil, ev) {
+					ev = b.shared[i].Load() // another reader was first
+				}
+			}
+			ptrs = append(ptrs, ev)
+			n++
+			return n < max, nil
 		})
 	}
 	if err != nil {
-		return dst[:0], fmt.Errorf("read %s after %d: %w", name, after, err)
+		return dst[:0], ptrs[:0], fmt.Errorf("read %s after %d: %w", name, after, err)
 	}
-	return dst, nil
+	j := 0
+	for i := range ptrs {
+		if ptrs[i] == nil {
+			ptrs[i] = &dst[j]
+			j++
+		}
+	}
+	return dst, ptrs, nil
 }
 
-// scanTail calls fn for each event of name in tail with a seq above after,
-// in seq order, until fn returns false or an error.
-func scanTail(tail []*walBatch, name string, after uint64, fn func(seq uint64, enc []byte) (bool, error)) error {
+// readBlocksShared reads the stored events after after, up to max in all
+// with the n already read, as pointers into the decoded blocks of the cache,
+// decoding and caching the blocks it misses.
+func (l *Log) readBlocksShared(ec *eventCursor, name string, after uint64, max int, gen uint64, n *int, ptrs *[]*evq.Event) error {
+	for ok := ec.Seek(after + 1); ok && *n < max; ok = ec.NextValue() {
+		ref := blockRef{name: name, key: ec.Key()}
+		evs := l.cache.get(ref)
+		if evs == nil {
+			var err error
+			if evs, err = decodeBlock(name, seqKey(ref.key), ec.Val); err != nil {
+				return err
+			}
+			l.cache.put(ref, gen, evs)
+		}
+		for i := range evs {
+			if evs[i].Seq > after && *n < max {
+				*ptrs = append(*ptrs, &evs[i])
+				*n++
+			}
+		}
+	}
+	return ec.Err
+}
+
+// scanTail calls fn for each event of name in tail with a seq above after
+// (b.enc[i], seq b.first+i), in seq order, until fn returns false or an error.
+func scanTail(tail []*walBatch, name string, after uint64, fn func(b *walBatch, i int) (bool, error)) error {
 	for _, b := range tail {
 		if b.last <= after {
 			continue
 		}
-		for i, enc := range b.enc {
+		for i := range b.enc {
 			seq := b.first + uint64(i)
 			if seq <= after || b.names[i] != name {
 				continue
 			}
-			more, err := fn(seq, enc)
+			more, err := fn(b, i)
 			if err != nil || !more {
 				return err
 			}
@@ -249,7 +329,8 @@ func (l *Log) Lag(name string, cursor uint64) (uint64, error) {
 		return 0, err
 	}
 	from := max(cursor, applied)
-	scanTail(tail, name, from, func(_ uint64, enc []byte) (bool, error) {
+	scanTail(tail, name, from, func(b *walBatch, i int) (bool, error) {
+		enc := b.enc[i]
 		if first == nil {
 			first = enc
 		}

@@ -159,6 +159,9 @@ func (l *Log) Retain() (RetainResult, error) {
 			}
 			return meta.Put(keyBytes, seqKey(uint64(stored-freed)))
 		})
+		if n > 0 {
+			l.cache.invalidate() // even after a failed commit: bbolt may have written some of it
+		}
 		if err != nil {
 			return res, err
 		}

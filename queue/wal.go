@@ -10,8 +10,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/evq/evq"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,6 +68,10 @@ type walBatch struct {
 	names       []string
 	enc         [][]byte // encoded events, headers set
 	bytes       uint64   // sum of len(enc)
+	// shared holds the events decoded once for every reader of the tail
+	// (ReadShared), set by the first reader that needs each; nil where
+	// nobody has yet. Empty in a batch that is not shared.
+	shared []atomic.Pointer[evq.Event]
 }
 
 // wal is the segment being written and the older ones still needed. Only
