@@ -276,6 +276,58 @@ func TestEngine_Replay(t *testing.T) {
 // event arrives once and in order. Then an event fails in the middle of a
 // batch while the next is read ahead: it is retried, and the events after it
 // follow in order.
+// Twelve subscribers of one event name (enough to share what they decode)
+// each get every event in order, from a stored backlog read in small
+// batches and from raises that go on meanwhile, one subscriber rejecting
+// some of its events.
+func TestEngine_FanoutSharesReads(t *testing.T) {
+	l := evqtest.MustOpenLog(t, nil)
+	e := evqtest.StartEngine(t, l, &delivery.Options{ReadBatch: 25, RetryInitial: time.Millisecond, RetryMax: 20 * time.Millisecond})
+	evs := make([]*evq.Event, 1500)
+	for i := range evs {
+		evs[i] = &evq.Event{Name: "E_F", Named: true, Params: []evq.Param{{Name: "i", Value: evq.Int(int64(i))}}}
+	}
+	if err := e.RaiseBatch(context.Background(), evs[:1000]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(context.Background()); err != nil { // the backlog is in bbolt
+		t.Fatal(err)
+	}
+	recv := make([]*evqtest.Receiver, 12)
+	for k := range recv {
+		recv[k] = evqtest.NewReceiver(t)
+		if k == 3 {
+			recv[k].RejectFirst(5)
+		}
+		if _, err := e.Subscribe(context.Background(), delivery.SubscribeRequest{Event: "E_F", Socket: recv[k].Socket(),
+			Options: evq.Options{Reliable: true, MaxInflight: 8}, Start: delivery.Start{Kind: delivery.StartEarliest}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1000; i < 1500; i += 50 {
+		if err := e.RaiseBatch(context.Background(), evs[i:i+50]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k, r := range recv {
+		got := indexes(t, r.WaitFor(1500, wait))
+		if k == 3 { // a rejected event comes again, with those sent after it: keep the last of each
+			last := make(map[int]int)
+			for j, i := range got {
+				last[i] = j
+			}
+			var final []int
+			for j, i := range got {
+				if last[i] == j {
+					final = append(final, i)
+				}
+			}
+			got = final
+		}
+		assertInOrder(t, got, 0, 1500)
+	}
+}
+
 func TestEngine_BacklogInManyReads(t *testing.T) {
 	e := evqtest.StartEngine(t, evqtest.MustOpenLog(t, nil), &delivery.Options{ReadBatch: 10,
 		RetryInitial: time.Millisecond, RetryMax: 20 * time.Millisecond})
