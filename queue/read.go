@@ -106,7 +106,7 @@ func (l *Log) read(dst []evq.Event, ptrs []*evq.Event, share bool, name string, 
 		if applied > from {
 			from = applied
 		}
-		var fresh []evq.Event // this read's share of the decoding; never grows past its capacity
+		var fresh []evq.Event // this read's share of the decoding, in chunks that never move
 		err = scanTail(tail, name, from, func(b *walBatch, i int) (bool, error) {
 			seq, enc := b.first+uint64(i), b.enc[i]
 			if !share || len(b.shared) == 0 { // a batch read back from the WAL is not shared
@@ -117,8 +117,8 @@ func (l *Log) read(dst []evq.Event, ptrs []*evq.Event, share bool, name string, 
 			}
 			ev := b.shared[i].Load()
 			if ev == nil {
-				if fresh == nil {
-					fresh = make([]evq.Event, 0, max-n)
+				if len(fresh) == cap(fresh) {
+					fresh = make([]evq.Event, 0, min(max-n, 64))
 				}
 				fresh = fresh[:len(fresh)+1]
 				ev = &fresh[len(fresh)-1]
