@@ -53,6 +53,22 @@ func indexes(t *testing.T, reqs []evqtest.Request) []int {
 	return out
 }
 
+// lastOfEach keeps the last arrival of each event: a retried event comes
+// again, and so do those sent after it while it was in flight.
+func lastOfEach(got []int) []int {
+	last := make(map[int]int)
+	for k, i := range got {
+		last[i] = k
+	}
+	var final []int
+	for k, i := range got {
+		if last[i] == k {
+			final = append(final, i)
+		}
+	}
+	return final
+}
+
 func assertInOrder(t *testing.T, got []int, from, n int) {
 	t.Helper()
 	if len(got) < n {
@@ -311,18 +327,8 @@ func TestEngine_FanoutSharesReads(t *testing.T) {
 	}
 	for k, r := range recv {
 		got := indexes(t, r.WaitFor(1500, wait))
-		if k == 3 { // a rejected event comes again, with those sent after it: keep the last of each
-			last := make(map[int]int)
-			for j, i := range got {
-				last[i] = j
-			}
-			var final []int
-			for j, i := range got {
-				if last[i] == j {
-					final = append(final, i)
-				}
-			}
-			got = final
+		if k == 3 { // a rejected event comes again, with those sent after it
+			got = lastOfEach(got)
 		}
 		assertInOrder(t, got, 0, 1500)
 	}
@@ -359,18 +365,7 @@ func TestEngine_BacklogInManyReads(t *testing.T) {
 	// The rejected event is sent again, and so are those sent after it
 	// while it was in flight: the last time each event arrived, it arrived
 	// in order.
-	got = indexes(t, r.Requests())[2000:]
-	last := make(map[int]int)
-	for k, i := range got {
-		last[i] = k
-	}
-	var final []int
-	for k, i := range got {
-		if last[i] == k {
-			final = append(final, i)
-		}
-	}
-	assertInOrder(t, final, 2000, 300)
+	assertInOrder(t, lastOfEach(indexes(t, r.Requests())[2000:]), 2000, 300)
 	if st := waitState(t, e, st.ID, func(s delivery.Status) bool { return s.Lag == 0 }); st.Delivered != 2300 || st.Retries == 0 {
 		t.Fatalf("delivered %d with %d retries, want 2300 with a retry", st.Delivered, st.Retries)
 	}
