@@ -164,8 +164,19 @@ func ParseReply(obj []byte) (Reply, error) {
 
 // scanner is a minimal JSON syntax walker over a byte slice.
 type scanner struct {
-	b []byte
-	i int
+	b   []byte
+	i   int
+	str string // a copy of b, if set: see text
+}
+
+// text returns raw, a slice of s.b, as a string: cut from s.str when the
+// scanner has one, copied otherwise.
+func (s *scanner) text(raw []byte) string {
+	if s.str == "" || len(raw) == 0 {
+		return string(raw)
+	}
+	off := cap(s.b) - cap(raw) // raw is s.b[off:off+len(raw)]
+	return s.str[off : off+len(raw)]
 }
 
 func (s *scanner) fail(what string) error {

@@ -155,6 +155,14 @@ func FuzzParseRequest(f *testing.F) {
 		if err := req.Event.Validate(); err != nil {
 			t.Fatalf("accepted an invalid event: %v", err)
 		}
+		// The event owns its strings: the listener reuses obj's memory.
+		was := fmt.Sprintf("%+v", *req.Event)
+		for i := range obj {
+			obj[i] = 'x'
+		}
+		if now := fmt.Sprintf("%+v", *req.Event); now != was {
+			t.Fatalf("the event changed with the request's buffer: %s, was %s", now, was)
+		}
 		req.Event.Seq = 1
 		again, err := ParseRequest((&Message{Request: true}).Append(nil, req.Event), "")
 		if err != nil {

@@ -63,7 +63,9 @@ func parseRequest(obj []byte, eventParam string) (Request, error) {
 // and words the error.
 func parseRequestFast(obj []byte, eventParam string) (Request, bool) {
 	var req Request
-	s := scanner{b: obj}
+	// The event's strings are cut from one copy of obj: one allocation
+	// instead of one per name and value.
+	s := scanner{b: obj, str: string(obj)}
 	s.ws()
 	if !s.eat('{') {
 		return req, false
@@ -117,7 +119,7 @@ func parseRequestFast(obj []byte, eventParam string) (Request, bool) {
 	if s.end() != nil || len(method) == 0 {
 		return req, false
 	}
-	ev := &evq.Event{Name: string(method), Named: named, Params: params}
+	ev := &evq.Event{Name: s.text(method), Named: named, Params: params}
 	if eventParam != "" && haveParams && takeEventParam(ev, eventParam) != nil {
 		return req, false
 	}
@@ -155,6 +157,7 @@ func (s *scanner) flatParams() (named bool, params []evq.Param, ok bool) {
 		return false, nil, true
 	}
 	allEmpty := true
+	params = make([]evq.Param, 0, 16)
 	for {
 		s.ws()
 		var p evq.Param
@@ -163,7 +166,7 @@ func (s *scanner) flatParams() (named bool, params []evq.Param, ok bool) {
 			if !ok {
 				return false, nil, false
 			}
-			p.Name = string(name)
+			p.Name = s.text(name)
 			allEmpty = allEmpty && p.Name == ""
 			s.ws()
 			if !s.eat(':') {
@@ -204,7 +207,7 @@ func (s *scanner) flatValue() (evq.Value, bool) {
 	switch c := s.b[s.i]; {
 	case c == '"':
 		str, ok := s.plainString()
-		return evq.String(string(str)), ok
+		return evq.String(s.text(str)), ok
 	case c == 't':
 		return evq.Bool(true), s.lit("true")
 	case c == 'f':
@@ -216,7 +219,7 @@ func (s *scanner) flatValue() (evq.Value, bool) {
 		if !s.number() {
 			return evq.Value{}, false
 		}
-		v, err := NumberValue(string(s.b[start:s.i]))
+		v, err := NumberValue(s.text(s.b[start:s.i]))
 		return v, err == nil
 	}
 	return evq.Value{}, false
