@@ -51,8 +51,9 @@ func ReadObject(r *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 		i := 0
 		for i < len(chunk) && depth > 0 {
 			if inStr {
-				// Jump to the string's closing quote, or to the first
-				// backslash before it: most bytes of an event are strings.
+				// Jump to the next quote: most bytes of an event are
+				// strings. It closes the string unless an odd run of
+				// backslashes escapes it.
 				if esc {
 					esc = false
 					i++
@@ -61,18 +62,14 @@ func ReadObject(r *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 				rest := chunk[i:]
 				q := bytes.IndexByte(rest, '"')
 				if q < 0 {
-					q = len(rest)
-				}
-				if b := bytes.IndexByte(rest[:q], '\\'); b >= 0 {
-					i += b + 1
-					esc = true
+					// The string goes on past the chunk: an odd run of
+					// backslashes at its end escapes the next byte.
+					esc = backslashes(rest, len(rest))%2 == 1
+					i = len(chunk)
 					continue
 				}
-				i += q
-				if q < len(rest) {
-					inStr = false
-					i++
-				}
+				i += q + 1
+				inStr = backslashes(rest, q)%2 == 1
 				continue
 			}
 			switch chunk[i] {
@@ -94,6 +91,15 @@ func ReadObject(r *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 			return buf, nil
 		}
 	}
+}
+
+// backslashes counts the backslashes right before b[end].
+func backslashes(b []byte, end int) int {
+	n := 0
+	for end > n && b[end-n-1] == '\\' {
+		n++
+	}
+	return n
 }
 
 // Reply is what evq needs from a JSON-RPC response.
