@@ -19,7 +19,7 @@ type Log interface {
 	ReadInto(dst []evq.Event, name string, after uint64, max int) ([]evq.Event, error)
 	// ReadShared reads like ReadInto and returns pointers to the events
 	// read in ptrs' memory; events it did not decode into dst are shared
-	// with other readers and must not be modified.
+	// with other readers (decoded once for all) and must not be modified.
 	ReadShared(dst []evq.Event, ptrs []*evq.Event, name string, after uint64, max int) ([]evq.Event, []*evq.Event, error)
 	// Notify returns a channel closed at the next commit of events.
 	Notify() <-chan struct{}

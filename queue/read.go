@@ -42,11 +42,13 @@ func (l *Log) ReadInto(dst []evq.Event, name string, after uint64, max int) ([]e
 }
 
 // ReadShared reads like ReadInto and returns a pointer to each event read,
-// in ptrs' memory. Events read from bbolt are decoded into dst's memory, as
-// ReadInto does. Events still in the in-memory tail are decoded once, by the
-// first reader that needs them, and shared by every reader after it: the
-// caller must not modify them. Subscribers of the same event name that keep
-// up (fan-out) thus decode each event once instead of once each.
+// in ptrs' memory. The events are decoded once and shared by every reader,
+// so the caller must not modify them: those still in the in-memory tail by
+// the first reader that needs them, stored ones a block at a time into a
+// cache of the blocks read last (cache.go). Only what cannot be shared, a
+// tail batch read back from the WAL at open, is decoded into dst's memory.
+// The subscribers of one event name (a fan-out) thus decode each event once
+// instead of once each.
 func (l *Log) ReadShared(dst []evq.Event, ptrs []*evq.Event, name string, after uint64, max int) ([]evq.Event, []*evq.Event, error) {
 	return l.read(dst, ptrs[:0], true, name, after, max)
 }
