@@ -12,16 +12,16 @@ import (
 // decoded once instead of once per subscriber.
 //
 // Cached events are never modified. A stored block changes only when
-// retention trims or deletes it: retention bumps gen after its commit, and
-// an entry cached under an older gen is a miss. A reader tags what it caches
-// with the gen it saw before its read transaction began, so that a block read
+// retention trims or deletes it: retention empties the cache after its
+// commit and bumps gen. A reader caches what it read only if gen has not
+// moved since before its read transaction began, so that a block read
 // before a retention commit is never served after it.
 type blockCache struct {
 	mu      sync.Mutex
 	gen     uint64
-	entries map[blockRef]*cachedBlock
-	order   []blockRef // insertion order, a ring: the oldest entry goes first
-	next    int        // where in order the next entry goes
+	entries map[blockRef][]evq.Event // each block's events, in seq order
+	order   []blockRef               // insertion order, a ring: the oldest entry goes first
+	next    int                      // where in order the next entry goes
 }
 
 // blockCacheBlocks bounds the cache: about 60 KiB per 16 KiB block of
@@ -34,13 +34,8 @@ type blockRef struct {
 	key  uint64 // the block's key: the seq of its last event
 }
 
-type cachedBlock struct {
-	gen    uint64
-	events []evq.Event // in seq order
-}
-
 func newBlockCache() *blockCache {
-	return &blockCache{entries: make(map[blockRef]*cachedBlock), order: make([]blockRef, blockCacheBlocks)}
+	return &blockCache{entries: make(map[blockRef][]evq.Event), order: make([]blockRef, blockCacheBlocks)}
 }
 
 // generation returns the generation a reader tags its entries with.
@@ -50,11 +45,13 @@ func (c *blockCache) generation() uint64 {
 	return c.gen
 }
 
-// invalidate makes every entry a miss: stored blocks changed.
+// invalidate empties the cache: stored blocks changed.
 func (c *blockCache) invalidate() {
 	c.mu.Lock()
 	c.gen++
 	clear(c.entries)
+	clear(c.order)
+	c.next = 0
 	c.mu.Unlock()
 }
 
@@ -62,10 +59,7 @@ func (c *blockCache) invalidate() {
 func (c *blockCache) get(ref blockRef) []evq.Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.entries[ref]; e != nil && e.gen == c.gen {
-		return e.events
-	}
-	return nil
+	return c.entries[ref]
 }
 
 // put caches the events of block ref, read at generation gen.
@@ -81,7 +75,7 @@ func (c *blockCache) put(ref blockRef, gen uint64, events []evq.Event) {
 	delete(c.entries, c.order[c.next])
 	c.order[c.next] = ref
 	c.next = (c.next + 1) % len(c.order)
-	c.entries[ref] = &cachedBlock{gen: gen, events: events}
+	c.entries[ref] = events
 }
 
 // decodeBlock decodes every event of the stored value v under key k. The
